@@ -1,0 +1,168 @@
+"""Command line: `lifescope attach|snapshot|demo|doctor`.
+
+Errors a user can fix are one line on stderr with the fix and a non-zero exit: 2 for usage
+(not a pid), 1 for a process we cannot watch. No traceback ever reaches the terminal for
+those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from lifescope import __version__
+from lifescope.target import TargetError, parse_pid, resolve
+
+
+def _add_version(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=f"lifescope {__version__}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lifescope",
+        description="Watch a running Python server's requests, threads, event loop, GIL and "
+        "sockets, live, from outside the process.",
+    )
+    _add_version(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    attach = sub.add_parser("attach", help="open the live UI on a running Python process")
+    attach.add_argument("pid", help="process id of a CPython 3.8–3.13 process")
+    _add_version(attach)
+
+    snap = sub.add_parser("snapshot", help="sample headless for N seconds and print a report")
+    snap.add_argument("pid", help="process id of a CPython 3.8–3.13 process")
+    snap.add_argument("--seconds", type=float, default=3.0, help="how long to sample (default 3)")
+    snap.add_argument("--json", action="store_true", help="print lifescope.snapshot/1 JSON")
+    _add_version(snap)
+
+    demo = sub.add_parser("demo", help="start the bundled demo server and load, and watch them")
+    demo.add_argument("--rate", type=float, default=40.0, help="load requests per second")
+    demo.add_argument("--concurrency", type=int, default=8, help="load concurrency cap")
+    demo.add_argument("--duration", type=float, default=3600.0, help="load duration cap (s)")
+    demo.add_argument("--gil-hog", action="store_true", help="run a GIL-hogging thread")
+    demo.add_argument(
+        "--slow-middleware",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="add a middleware that awaits MS milliseconds",
+    )
+    demo.add_argument(
+        "--mix",
+        default="fast=6,db=3,sleep=2,cpu=1,bigjson=1,block=1",
+        help="route weights for the load generator",
+    )
+    _add_version(demo)
+
+    doctor = sub.add_parser("doctor", help="check permissions and tools, with remedies")
+    doctor.add_argument("pid", nargs="?", help="also check this process")
+    _add_version(doctor)
+    return parser
+
+
+def _target_or_exit(text: str) -> int:
+    try:
+        return resolve(parse_pid(text)).pid
+    except TargetError as exc:
+        print(exc.line(), file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from lifescope.analysis import report
+    from lifescope.session import CollectorFailed, collect
+
+    pid = _target_or_exit(args.pid)
+    if args.seconds <= 0:
+        print("lifescope: --seconds must be positive — e.g. --seconds 3", file=sys.stderr)
+        return 2
+    try:
+        timeline = collect(pid, args.seconds)
+    except CollectorFailed as exc:
+        print(f"lifescope: {exc}", file=sys.stderr)
+        return 1
+    result = report.build(timeline.window())
+    if args.json:
+        print(json.dumps(report.to_json(result), indent=2))
+    else:
+        print(report.to_text(result))
+    return 0
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    from lifescope.ui.app import LifescopeApp
+
+    pid = _target_or_exit(args.pid)
+    app = LifescopeApp(pid)
+    app.run()
+    return app.return_code or 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lifescope.demo.children import start_demo_server, start_load
+    from lifescope.ui.app import LifescopeApp
+
+    flags: list[str] = []
+    if args.gil_hog:
+        flags.append("--gil-hog")
+    if args.slow_middleware:
+        flags += ["--slow-middleware", str(args.slow_middleware)]
+    server = start_demo_server(port=0, flags=flags)
+    load = None
+    try:
+        load = start_load(
+            server.url,
+            rate=args.rate,
+            concurrency=args.concurrency,
+            duration=args.duration,
+            mix=args.mix,
+        )
+        app = LifescopeApp(server.pid, title_hint=f"demo server on {server.url}")
+        app.run()
+        return app.return_code or 0
+    finally:
+        if load is not None:
+            load.stop()
+        server.stop()
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from lifescope import doctor
+
+    pid = None
+    if args.pid is not None:
+        try:
+            pid = parse_pid(args.pid)
+        except TargetError as exc:
+            print(exc.line(), file=sys.stderr)
+            return exc.exit_code
+    checks = doctor.run(pid)
+    for check in checks:
+        print(check.line())
+    return 0 if all(c.ok for c in checks if c.name != "raw socket") else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    commands = {
+        "attach": cmd_attach,
+        "snapshot": cmd_snapshot,
+        "demo": cmd_demo,
+        "doctor": cmd_doctor,
+    }
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return commands[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The collector process: runs the probes against one target and writes the sample stream.
+
+It is a separate process from the UI because a Textual repaint holds the UI interpreter's GIL
+for 30–45 ms (measured here), which would tear holes in kHz sampling done in the same
+interpreter. The collector only does cheap reads and writes a compact stream (`stream.py`)
+to stdout or a file; `attach` reads it live, `snapshot` reads it headless, and a saved
+stream is a recording.
+
+Run directly: `python -m lifescope.collector PID [--seconds N] [--output FILE]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import queue
+import resource
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import BinaryIO
+
+from lifescope import __version__, stream
+from lifescope.probes.base import Emit, Probe
+from lifescope.probes.pyspy import DumpProbe, StacksProbe
+from lifescope.probes.sockets import SocketsProbe
+from lifescope.probes.threads import ThreadsProbe
+from lifescope.samples import CollectorCost, Hello, TargetGone
+from lifescope.target import Target, TargetError, parse_pid, resolve
+
+PROBES = ("threads", "stacks", "dump", "sockets")
+FLUSH_EVERY_S = 0.1
+"""Stream latency bound; also what a SIGKILLed recording can lose at most."""
+
+
+def build_probes(target: Target, emit: Emit, names: Sequence[str]) -> list[Probe]:
+    factories = {
+        "threads": lambda: ThreadsProbe(target, emit),
+        "stacks": lambda: StacksProbe(target, emit),
+        "dump": lambda: DumpProbe(target, emit),
+        "sockets": lambda: SocketsProbe(target, emit),
+    }
+    return [factories[name]() for name in names]
+
+
+def _own_cpu_seconds() -> float:
+    """CPU of this process plus reaped children (py-spy runs as short-lived children)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class Collector:
+    """Owns the probes and the one writer; everything else only enqueues samples."""
+
+    def __init__(self, target: Target, out: BinaryIO, probes: Sequence[str] = PROBES) -> None:
+        self.target = target
+        self.out = out
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.probes = build_probes(target, self._queue.put, probes)
+        self._stop = threading.Event()
+
+    def stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def run(self, seconds: float | None = None) -> int:
+        """Stream until stopped, `seconds` pass, the target exits or the reader goes away."""
+        started = time.monotonic()
+        self._write(stream.header_line())
+        self._write(stream.encode(self._hello(started)))
+        for probe in self.probes:
+            probe.start()
+        next_flush = next_cost = time.monotonic()
+        gone: str | None = None
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if seconds is not None and now - started >= seconds:
+                    break
+                try:
+                    sample = self._queue.get(timeout=0.05)
+                    self._write(stream.encode(sample))
+                except queue.Empty:
+                    pass
+                now = time.monotonic()
+                if now >= next_cost:
+                    next_cost = now + 1.0
+                    self._write(stream.encode(self._cost(now)))
+                    if not self.target.alive():
+                        gone = "the target process exited"
+                        break
+                if now >= next_flush:
+                    self.out.flush()
+                    next_flush = now + FLUSH_EVERY_S
+        except BrokenPipeError:
+            return 0  # the UI closed the stream: a normal way to end
+        finally:
+            for probe in self.probes:
+                probe.stop()
+            for probe in self.probes:
+                probe.join(timeout=3)
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            while True:
+                try:
+                    self._write(stream.encode(self._queue.get_nowait()))
+                except queue.Empty:
+                    break
+            now = time.monotonic()
+            self._write(stream.encode(self._cost(now)))
+            if gone:
+                self._write(stream.encode(TargetGone(now, gone)))
+            self.out.flush()
+        return 0
+
+    def _write(self, line: bytes) -> None:
+        self.out.write(line)
+
+    def _hello(self, started: float) -> Hello:
+        t = self.target
+        return Hello(
+            schema=stream.SCHEMA,
+            pid=t.pid,
+            start_ticks=t.start_ticks,
+            command=t.command,
+            python=t.python,
+            executable=t.executable,
+            mono_at_start=started,
+            wall_at_start=time.time(),
+            collector_pid=os.getpid(),
+            clock_ticks=os.sysconf("SC_CLK_TCK"),
+            lifescope_version=__version__,
+        )
+
+    def _cost(self, now: float) -> CollectorCost:
+        return CollectorCost(
+            t=now,
+            cpu_s=_own_cpu_seconds(),
+            rss_bytes=_rss_bytes(),
+            samples=tuple((p.probe_name, p.samples) for p in self.probes),
+            errors=tuple((p.probe_name, p.errors) for p in self.probes),
+        )
+
+
+def _die_with_parent() -> None:
+    """If the UI dies without closing the pipe, the kernel sends us SIGTERM."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lifescope.collector",
+        description="Sample a Python process and write lifescope's sample stream.",
+    )
+    parser.add_argument("pid")
+    parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--output", "-o", default="-", help="file to write, or - for stdout")
+    parser.add_argument("--probes", default=",".join(PROBES), help="comma-separated probe names")
+    parser.add_argument("--version", action="version", version=f"lifescope {__version__}")
+    args = parser.parse_args(argv)
+    names = [n for n in args.probes.split(",") if n]
+    unknown = sorted(set(names) - set(PROBES))
+    if unknown:
+        print(
+            f"lifescope: unknown probe(s) {', '.join(unknown)} — choose from {', '.join(PROBES)}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        target = resolve(parse_pid(args.pid))
+    except TargetError as exc:
+        print(exc.line(), file=sys.stderr)
+        return exc.exit_code
+    _die_with_parent()
+    if args.output == "-":
+        out: BinaryIO = sys.stdout.buffer
+    else:
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        out = os.fdopen(fd, "wb")
+    collector = Collector(target, out, names)
+    signal.signal(signal.SIGTERM, collector.stop)
+    signal.signal(signal.SIGINT, collector.stop)
+    signal.signal(signal.SIGHUP, collector.stop)
+    try:
+        return collector.run(args.seconds)
+    finally:
+        with contextlib.suppress(BrokenPipeError, ValueError, OSError):
+            out.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

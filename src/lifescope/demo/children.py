@@ -1,0 +1,416 @@
+"""Start and stop the demo server and load generator as child processes, without leaking them.
+
+``lifescope demo`` and the test-suite both need a real target in a separate process (lifescope
+observes from outside; an in-process target would share our GIL and our /proc entry). Orphaned
+demo servers are the failure that matters here: a wedged pathology server left on a laptop or a CI
+box keeps burning CPU. So every child is stopped by pid (SIGTERM, then SIGKILL), reaped, stopped
+again at interpreter exit if the caller forgot, and asked to die with its parent if we crash.
+
+Stdlib only: the server and load generator import helpers from here, and they must start fast.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import ctypes
+import ctypes.util
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import IO
+from urllib.parse import urlsplit
+
+PARENT_PID_ENV = "LIFESCOPE_DEMO_PARENT_PID"
+"""Set by this module in a child's environment; the child arms PR_SET_PDEATHSIG when it sees it."""
+
+_PR_SET_PDEATHSIG = 1
+_STOP_GRACE_S = 3.0
+_TAIL_LINES = 200
+
+LOOPBACK_HELP = "127.0.0.0/8, ::1, localhost"
+
+
+# ------------------------------------------------------------------------------ loopback checks
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 (also IPv4-mapped) and the literal name ``localhost``.
+
+    Other names are refused rather than resolved: a DNS answer can change between our check and
+    the connect, and the demo's whole contract is that its traffic never leaves the machine.
+    """
+    h = host.strip().strip("[]").rstrip(".").lower()
+    if h == "localhost":
+        return True
+    if "%" in h:  # scoped IPv6 literal, e.g. fe80::1%eth0
+        h = h.split("%", 1)[0]
+    try:
+        addr = ipaddress.ip_address(h)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped.is_loopback
+    return addr.is_loopback
+
+
+def check_loopback_url(url: str) -> str:
+    """Return the host of an http(s) URL to loopback; else ValueError with a one-line reason."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"refusing URL {url!r}: scheme must be http or https")
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"refusing URL {url!r}: no host")
+    if not is_loopback_host(host):
+        raise ValueError(
+            f"refusing non-loopback URL {url!r}: host {host!r} is not one of {LOOPBACK_HELP}"
+        )
+    return host
+
+
+# ------------------------------------------------------------------------- parent-death signal
+
+
+def arm_parent_death_signal(sig: int = signal.SIGTERM) -> None:
+    """Called by a child at startup: ask the kernel to send ``sig`` when our spawner goes away.
+
+    Done in the child after exec (keyed on an environment variable) instead of in a
+    ``preexec_fn``: preexec_fn runs between fork and exec, which is unsafe when the parent has
+    threads — and a Textual app always does. The parent pid is compared afterwards to close the
+    race where the parent died before the prctl took effect.
+
+    Caveat (Linux semantics): the signal fires when the *thread* that spawned us exits, not only
+    the process. Spawn from a long-lived thread (normally the main one).
+    """
+    raw = os.environ.pop(PARENT_PID_ENV, None)  # pop: grandchildren must not inherit it
+    if raw is None or not sys.platform.startswith("linux"):
+        return
+    try:
+        expected_parent = int(raw)
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except (ValueError, OSError, AttributeError):
+        return
+    if os.getppid() != expected_parent:
+        raise SystemExit(0)
+
+
+# -------------------------------------------------------------------------------- pipe draining
+
+
+class _PipeDrain(threading.Thread):
+    """Reads a child's pipe to EOF so the child never blocks on a full pipe.
+
+    Keeps only the last lines (bounded memory, enough for an error message) and remembers the
+    first line starting with ``watch_prefix`` — the READY handshake.
+    """
+
+    def __init__(self, pipe: IO[bytes], name: str, watch_prefix: str | None = None) -> None:
+        super().__init__(name=name, daemon=True)
+        self._pipe = pipe
+        self._watch_prefix = watch_prefix
+        self._lock = threading.Lock()
+        self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        self.watched_line: str | None = None
+        self.watched = threading.Event()
+        self.eof = threading.Event()
+
+    def run(self) -> None:
+        try:
+            for raw in iter(self._pipe.readline, b""):
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                with self._lock:
+                    self._tail.append(line)
+                if (
+                    self._watch_prefix is not None
+                    and self.watched_line is None
+                    and line.startswith(self._watch_prefix)
+                ):
+                    self.watched_line = line
+                    self.watched.set()
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.eof.set()
+            with contextlib.suppress(OSError):
+                self._pipe.close()
+
+    def tail(self, n: int = 20) -> list[str]:
+        with self._lock:
+            return list(self._tail)[-n:]
+
+
+# --------------------------------------------------------------------------------- child handle
+
+
+# Strong references on purpose: a handle the caller dropped must still be stopped at exit.
+_live_children: set[_Child] = set()
+_live_lock = threading.Lock()
+
+
+@atexit.register
+def _stop_all_children() -> None:
+    """Last line of defence: a caller that forgot ``stop()`` must not leave a demo running."""
+    with _live_lock:
+        children = list(_live_children)
+    for child in children:
+        child.stop()
+
+
+class _Child:
+    """A spawned child with drained pipes and an idempotent, reaping ``stop()``."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], label: str, watch: str | None) -> None:
+        self.proc = proc
+        self.pid: int = proc.pid
+        self._label = label
+        self._stop_lock = threading.Lock()
+        assert proc.stdout is not None and proc.stderr is not None
+        self._stdout = _PipeDrain(proc.stdout, f"{label}-stdout-{proc.pid}", watch)
+        self._stderr = _PipeDrain(proc.stderr, f"{label}-stderr-{proc.pid}")
+        self._stdout.start()
+        self._stderr.start()
+        with _live_lock:
+            _live_children.add(self)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def stderr_tail(self, n: int = 20) -> list[str]:
+        return self._stderr.tail(n)
+
+    def stdout_tail(self, n: int = 20) -> list[str]:
+        return self._stdout.tail(n)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the child to exit on its own; raises subprocess.TimeoutExpired."""
+        code = self.proc.wait(timeout)
+        self._join_drains()
+        return code
+
+    def stop(self, timeout: float = _STOP_GRACE_S) -> int:
+        """SIGTERM, wait up to ``timeout`` s, then SIGKILL; always reaps. Safe to call twice.
+
+        Returns the exit code (negative signal number if killed by a signal).
+        """
+        with self._stop_lock:
+            if self.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            with _live_lock:
+                _live_children.discard(self)
+            self._join_drains()
+            assert self.proc.returncode is not None
+            return self.proc.returncode
+
+    def _join_drains(self) -> None:
+        # A grandchild holding the pipe open would keep these alive; they are daemons, so bound it.
+        self._stdout.join(1.0)
+        self._stderr.join(1.0)
+
+    def _kill_and_describe(self, reason: str) -> RuntimeError:
+        self.stop(timeout=0)
+        tail = "\n".join(self.stderr_tail(20)) or "(no stderr)"
+        return RuntimeError(
+            f"{self._label} (pid {self.pid}) {reason}; exit code {self.proc.returncode}; "
+            f"stderr tail:\n{tail}"
+        )
+
+
+class DemoServer(_Child):
+    """A running ``lifescope.demo.server`` child. Use as a context manager to stop it on exit."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], host: str) -> None:
+        super().__init__(proc, "demo-server", watch="READY ")
+        self.host = host
+        self.port: int = 0
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def __enter__(self) -> DemoServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"DemoServer(pid={self.pid}, url={self.url!r}, returncode={self.returncode})"
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._stdout.watched.wait(0.02):
+            if self.proc.poll() is not None and self._stdout.eof.is_set():
+                raise self._kill_and_describe("exited before printing READY")
+            if time.monotonic() >= deadline:
+                raise self._kill_and_describe(f"did not print READY within {timeout:g} s")
+        line = self._stdout.watched_line or ""
+        try:
+            self.port = int(line.split()[1])
+        except (IndexError, ValueError):
+            raise self._kill_and_describe(f"printed a malformed READY line {line!r}") from None
+
+
+class LoadGen(_Child):
+    """A running ``lifescope.demo.load`` child; its one-line summary is read after it exits."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], url: str) -> None:
+        super().__init__(proc, "demo-load", watch=None)
+        self.url = url
+
+    @property
+    def summary(self) -> str | None:
+        """The summary line (``requests=... errors=... rps=...``) once the child has exited."""
+        for line in reversed(self.stdout_tail(_TAIL_LINES)):
+            if line.startswith("requests="):
+                return line
+        return None
+
+    def summary_fields(self) -> dict[str, float]:
+        """The summary parsed into numbers; empty if there is no summary (yet)."""
+        fields: dict[str, float] = {}
+        for token in (self.summary or "").split():
+            key, sep, value = token.partition("=")
+            if sep:
+                try:
+                    fields[key] = float(value)
+                except ValueError:
+                    continue
+        return fields
+
+    def __enter__(self) -> LoadGen:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"LoadGen(pid={self.pid}, url={self.url!r}, returncode={self.returncode})"
+
+
+# ------------------------------------------------------------------------------------- spawning
+
+
+def _child_env(python: str, die_with_parent: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop(PARENT_PID_ENV, None)
+    if die_with_parent:
+        env[PARENT_PID_ENV] = str(os.getpid())
+    if os.path.realpath(python) != os.path.realpath(sys.executable):
+        # Another interpreter (e.g. a different CPython to attach to) may not have lifescope
+        # installed. Point it at our source tree — but never at our site-packages, whose compiled
+        # extensions belong to this interpreter's version.
+        import lifescope
+
+        src_root = os.path.dirname(os.path.dirname(os.path.abspath(lifescope.__file__)))
+        if os.path.basename(src_root) not in ("site-packages", "dist-packages"):
+            old = env.get("PYTHONPATH")
+            env["PYTHONPATH"] = src_root + (os.pathsep + old if old else "")
+    return env
+
+
+def _spawn(argv: list[str], python: str, die_with_parent: bool) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_child_env(python, die_with_parent),
+        close_fds=True,
+    )
+
+
+def start_demo_server(
+    port: int = 0,
+    flags: Sequence[str] = (),
+    python: str = sys.executable,
+    timeout: float = 10.0,
+    *,
+    host: str = "127.0.0.1",
+    die_with_parent: bool = True,
+) -> DemoServer:
+    """Spawn ``python -m lifescope.demo.server`` and return once its listener accepts connections.
+
+    ``flags`` are extra server flags (``["--gil-hog", "--slow-middleware", "200"]``). On a missing
+    or late ``READY`` line the child is killed and RuntimeError carries its stderr tail.
+    """
+    if not is_loopback_host(host):
+        raise ValueError(f"refusing non-loopback host {host!r}: use one of {LOOPBACK_HELP}")
+    argv = [python, "-m", "lifescope.demo.server", "--host", host, "--port", str(port), *flags]
+    server = DemoServer(_spawn(argv, python, die_with_parent), host)
+    server._wait_ready(timeout)
+    return server
+
+
+def format_mix(mix: Mapping[str, float] | str | None) -> str | None:
+    """Render a route mix for ``--mix``: ``{"fast": 5, "db": 2}`` -> ``"fast=5,db=2"``."""
+    if mix is None or isinstance(mix, str):
+        return mix
+    return ",".join(f"{name}={weight:g}" for name, weight in mix.items())
+
+
+def start_load(
+    url: str,
+    rate: float = 50.0,
+    concurrency: int = 8,
+    duration: float = 60.0,
+    mix: Mapping[str, float] | str | None = None,
+    python: str = sys.executable,
+    *,
+    max_requests: int | None = None,
+    die_with_parent: bool = True,
+) -> LoadGen:
+    """Spawn ``python -m lifescope.demo.load`` against a loopback URL; it runs in the background.
+
+    The URL is checked here too (ValueError), so a bad target fails in the caller, not in a child.
+    """
+    check_loopback_url(url)
+    argv = [
+        python,
+        "-m",
+        "lifescope.demo.load",
+        "--url",
+        url,
+        "--rate",
+        f"{rate:g}",
+        "--concurrency",
+        str(concurrency),
+        "--duration",
+        f"{duration:g}",
+    ]
+    mix_arg = format_mix(mix)
+    if mix_arg is not None:
+        argv += ["--mix", mix_arg]
+    if max_requests is not None:
+        argv += ["--max-requests", str(max_requests)]
+    return LoadGen(_spawn(argv, python, die_with_parent), url)

@@ -1,0 +1,72 @@
+"""What every probe shares: a thread of its own, a status, and counters of its own cost.
+
+A probe never raises into its caller. Failure is a state — `denied` (permission), `unavailable`
+(a tool or kernel feature is missing), `degraded` (partial data), `gone` (the target exited) —
+with a sentence saying why and a remedy, so a pane can grey itself out and the rest keep going.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from lifescope.samples import ProbeStatus
+from lifescope.target import Target
+
+Emit = Callable[[object], None]
+
+
+class Probe(threading.Thread):
+    """A daemon thread that samples one source on its own cadence until `stop()`.
+
+    Polling probes sleep *after* each poll (`_stop.wait`), so polls never overlap even when one
+    is slow — a slow target must slow lifescope down, not pile work onto it.
+    """
+
+    probe_name = "probe"
+
+    def __init__(self, target: Target, emit: Emit) -> None:
+        super().__init__(name=f"lifescope-{self.probe_name}", daemon=True)
+        self.target = target
+        self._emit = emit
+        self._stop_event = threading.Event()
+        self._status: tuple[str, str | None] | None = None
+        self.samples = 0
+        self.errors = 0
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_event.is_set()
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait, waking early on stop; returns False when the probe should end."""
+        return not self._stop_event.wait(max(0.0, seconds))
+
+    def emit(self, sample: object) -> None:
+        self.samples += 1
+        self._emit(sample)
+
+    def set_status(self, status: str, reason: str | None = None, remedy: str | None = None) -> None:
+        """Report a status change once; repeating the same status is free."""
+        if self._status == (status, reason):
+            return
+        self._status = (status, reason)
+        self._emit(ProbeStatus(time.monotonic(), self.probe_name, status, reason, remedy))
+
+    def run(self) -> None:
+        try:
+            self.sample_loop()
+        except Exception as exc:  # a probe bug must not take the collector down
+            self.errors += 1
+            self.set_status(
+                "unavailable",
+                f"{self.probe_name} probe failed: {type(exc).__name__}: {exc}",
+                "please report this with `lifescope doctor PID` output",
+            )
+
+    def sample_loop(self) -> None:
+        raise NotImplementedError

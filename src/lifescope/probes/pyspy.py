@@ -1,0 +1,333 @@
+"""Python stacks from py-spy, read from outside the target and always `--nonblocking`.
+
+Two shapes, chosen from measurements on this kind of machine:
+
+* The timeline comes from back-to-back `py-spy record -d 1 -f chrometrace` windows (~99
+  timestamped samples/s at ~6 % of a core). A `dump` loop would cost 12 ms of CPU per call
+  (43 ms with 100 threads) and took ~8 % off a saturated target at 10 Hz.
+* GIL ownership and the stacks of idle threads come from an occasional `py-spy dump --json`
+  (2 Hz by default, ~2.5 % of a core) — the chrometrace output has neither.
+
+py-spy children need no parent-death signal: a window ends by itself after a second and a
+dump within milliseconds, and `stop()` interrupts the running one by pid.
+
+We parse the files py-spy writes; its terminal output is never scraped for data, only its
+last line read for the sample/error counts and for the reason when it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from lifescope.analysis.frames import innermost_app, label
+from lifescope.probes.base import Emit, Probe
+from lifescope.samples import Frame, GilOwnership, StackSpan, StacksWindow
+from lifescope.target import Target
+
+_THREAD_FRAME = re.compile(r"^thread \((\d+)\)(?::\s?(.*))?$")
+_COUNTS = re.compile(r"Samples:\s*(\d+)\s+Errors:\s*(\d+)")
+
+
+def find_pyspy() -> str | None:
+    """The py-spy binary: $LIFESCOPE_PYSPY, then PATH, then beside this interpreter.
+
+    pip puts py-spy next to the Python that installed it, which is often not on PATH
+    (a venv that was not activated, `pipx`), hence the last place.
+    """
+    explicit = os.environ.get("LIFESCOPE_PYSPY")
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    found = shutil.which("py-spy")
+    if found:
+        return found
+    for directory in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
+        candidate = os.path.join(directory, "py-spy")
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def classify_failure(stderr: str, pid: int) -> tuple[str, str, str]:
+    """(status, reason, remedy) for a py-spy run that produced nothing."""
+    text = stderr.lower()
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else "no output"
+    if "permission denied" in text or "operation not permitted" in text:
+        return (
+            "denied",
+            f"py-spy may not read pid {pid}: {last}",
+            "run as root, or grant CAP_SYS_PTRACE, or set kernel.yama.ptrace_scope=0",
+        )
+    if "no such process" in text or not os.path.exists(f"/proc/{pid}"):
+        return ("gone", "the target process exited", "attach to a running process")
+    return ("degraded", f"py-spy failed: {last}", "check `py-spy dump --pid PID` by hand")
+
+
+def parse_chrometrace(
+    events: Sequence[dict[str, Any]], end_mono: float
+) -> tuple[tuple[Frame, ...], tuple[StackSpan, ...], tuple[tuple[int, str], ...]]:
+    """Turn py-spy's begin/end events into per-thread spans of identical stacks.
+
+    py-spy emits `B` when a frame appears at a sample and `E` when it is gone; the outermost
+    frame of every thread is a pseudo-frame `thread (OS_TID): NAME`. Timestamps are µs from
+    the recording's start; `end_mono` (when py-spy finished) anchors its last event on our
+    monotonic clock, which is accurate to py-spy's file-writing time (a few ms).
+    """
+    frames: list[Frame] = []
+    frame_index: dict[tuple[str, str, int], int] = {}
+    open_stacks: dict[int, list[int]] = {}
+    os_tid: dict[int, int] = {}
+    names: dict[int, str] = {}
+    current: dict[int, tuple[float, tuple[int, ...]]] = {}
+    spans: list[StackSpan] = []
+    last_ts = max((float(e.get("ts", 0)) for e in events), default=0.0)
+    offset = end_mono - last_ts / 1e6
+
+    def close(tid: int, ts: float) -> None:
+        started = current.pop(tid, None)
+        if started is None or not started[1]:
+            return
+        start = offset + started[0] / 1e6
+        end = offset + ts / 1e6
+        spans.append(StackSpan(os_tid.get(tid, tid), start, end, started[1]))
+
+    by_ts: list[tuple[float, int, dict[str, Any]]] = [
+        (float(e.get("ts", 0)), i, e) for i, e in enumerate(events) if e.get("ph") in ("B", "E")
+    ]
+    by_ts.sort(key=lambda item: (item[0], item[1]))
+    changed: set[int] = set()
+    pending_ts: float | None = None
+
+    def flush(ts: float) -> None:
+        for tid in changed:
+            stack = tuple(reversed(open_stacks.get(tid, [])))
+            previous = current.get(tid)
+            if previous is not None and previous[1] == stack:
+                continue
+            close(tid, ts)
+            if stack:
+                current[tid] = (ts, stack)
+        changed.clear()
+
+    for ts, _, event in by_ts:
+        if pending_ts is not None and ts != pending_ts:
+            flush(pending_ts)
+        pending_ts = ts
+        tid = int(event.get("tid", 0))
+        name = str(event.get("name", ""))
+        args = event.get("args") or {}
+        thread_match = _THREAD_FRAME.match(name) if not args.get("filename") else None
+        stack = open_stacks.setdefault(tid, [])
+        if thread_match:
+            os_tid[tid] = int(thread_match.group(1))
+            names[os_tid[tid]] = thread_match.group(2) or ""
+            continue
+        if event["ph"] == "B":
+            key = (name, str(args.get("filename", "")), int(args.get("line", 0) or 0))
+            index = frame_index.get(key)
+            if index is None:
+                index = frame_index[key] = len(frames)
+                frames.append(Frame(*key))
+            stack.append(index)
+        elif stack:
+            stack.pop()
+        changed.add(tid)
+    if pending_ts is not None:
+        flush(pending_ts)
+    for tid in list(current):
+        close(tid, last_ts)
+    return tuple(frames), tuple(spans), tuple(sorted(names.items()))
+
+
+class StacksProbe(Probe):
+    """Rolling `py-spy record --idle` windows; each window becomes one StacksWindow sample.
+
+    `--idle` matters: py-spy's chrometrace writer compares each thread's stack with the last
+    one *recorded*, so without idle samples a thread that sleeps between two identical
+    stacks looks busy throughout. With them, every thread is present at every tick and a
+    span is exactly "this thread was in this stack" — waits included, which is what locating
+    a request needs (a thread blocked in a DB call is idle to py-spy but is layer 4 to us).
+    """
+
+    probe_name = "stacks"
+
+    def __init__(
+        self,
+        target: Target,
+        emit: Emit,
+        rate_hz: int = 100,
+        window_s: float = 1.0,
+        native: bool = False,
+    ) -> None:
+        super().__init__(target, emit)
+        self.rate_hz = rate_hz
+        self.window_s = window_s
+        self.native = native
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        super().stop()
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)  # py-spy flushes and exits on SIGINT
+
+    def sample_loop(self) -> None:
+        binary = find_pyspy()
+        if binary is None:
+            self.set_status(
+                "unavailable", "py-spy not found", "pip install py-spy (or set LIFESCOPE_PYSPY)"
+            )
+            return
+        backoff = 0.5
+        with tempfile.TemporaryDirectory(prefix="lifescope-") as tmp:
+            out = os.path.join(tmp, "window.json")
+            while not self.stopping:
+                window = self._record(binary, out)
+                if window is not None:
+                    self.set_status("ok")
+                    self.emit(window)
+                    backoff = 0.5
+                    continue
+                if not os.path.exists(f"/proc/{self.target.pid}") or not self.target.alive():
+                    self.set_status("gone", "the target process exited")
+                    return
+                if not self.sleep(backoff):
+                    return
+                backoff = min(backoff * 2, 10.0)
+
+    def _record(self, binary: str, out: str) -> StacksWindow | None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(out)
+        seconds = max(1, round(self.window_s))
+        argv = [
+            binary,
+            "record",
+            "--pid",
+            str(self.target.pid),
+            "--duration",
+            str(seconds),
+            "--rate",
+            str(self.rate_hz),
+            "--format",
+            "chrometrace",
+            "--output",
+            out,
+            "--threads",
+            "--idle",
+        ]
+        argv.append("--native" if self.native else "--nonblocking")
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # the "Samples: N Errors: E" line goes to stdout
+        )
+        try:
+            err, _ = self.process.communicate(timeout=seconds + 15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            err, _ = self.process.communicate()
+            self.errors += 1
+            self.set_status("degraded", "py-spy hung; restarted", "none needed unless repeated")
+            return None
+        finally:
+            self.process = None
+        ended = time.monotonic()
+        stderr = err.decode(errors="replace")
+        try:
+            with open(out, "rb") as handle:
+                events = json.load(handle)
+        except (OSError, ValueError):
+            if not self.stopping:
+                self.errors += 1
+                self.set_status(*classify_failure(stderr, self.target.pid))
+            return None
+        counts = _COUNTS.search(stderr)
+        samples, errors = (int(counts.group(1)), int(counts.group(2))) if counts else (0, 0)
+        if isinstance(events, dict):
+            events = events.get("traceEvents", [])
+        frames, spans, names = parse_chrometrace(events, ended)
+        start = max(started, ended - seconds)
+        return StacksWindow(ended, start, frames, spans, names, samples, errors, self.rate_hz)
+
+
+def parse_dump(threads: Sequence[dict[str, Any]], now: float) -> GilOwnership:
+    """The instant `py-spy dump --json` describes: owners of the GIL, active threads, tops."""
+    owners, active, names, tops = [], [], [], []
+    for thread in threads:
+        tid = int(thread.get("os_thread_id") or thread.get("thread_id") or 0)
+        names.append((tid, str(thread.get("thread_name") or "")))
+        if thread.get("owns_gil"):
+            owners.append(tid)
+        if thread.get("active"):
+            active.append(tid)
+        stack = [
+            Frame(str(f.get("name", "?")), str(f.get("filename", "")), int(f.get("line") or 0))
+            for f in thread.get("frames") or ()
+        ]
+        top = innermost_app(stack)
+        if top is not None:
+            tops.append((tid, label(top)))
+    return GilOwnership(now, tuple(owners), tuple(active), tuple(names), tuple(tops))
+
+
+class DumpProbe(Probe):
+    """Occasional `py-spy dump --json`: who owns the GIL and what idle threads wait in."""
+
+    probe_name = "dump"
+
+    def __init__(self, target: Target, emit: Emit, rate_hz: float = 2.0) -> None:
+        super().__init__(target, emit)
+        self.rate_hz = rate_hz
+
+    def sample_loop(self) -> None:
+        binary = find_pyspy()
+        if binary is None:
+            self.set_status(
+                "unavailable", "py-spy not found", "pip install py-spy (or set LIFESCOPE_PYSPY)"
+            )
+            return
+        failures = 0
+        while not self.stopping:
+            started = time.monotonic()
+            argv = [binary, "dump", "--json", "--nonblocking", "--pid", str(self.target.pid)]
+            try:
+                done = subprocess.run(
+                    argv, capture_output=True, timeout=10, stdin=subprocess.DEVNULL
+                )
+                threads = json.loads(done.stdout) if done.returncode == 0 else None
+            except (subprocess.TimeoutExpired, ValueError):
+                threads = None
+                done = None
+            if isinstance(threads, list):
+                failures = 0
+                self.set_status("ok")
+                self.emit(parse_dump(threads, (started + time.monotonic()) / 2))
+            else:
+                failures += 1
+                self.errors += 1
+                stderr = done.stderr.decode(errors="replace") if done is not None else "timeout"
+                status = classify_failure(stderr, self.target.pid)
+                if status[0] == "gone" or not self.target.alive():
+                    self.set_status("gone", "the target process exited")
+                    return
+                # A nonblocking read can tear while the target changes its stacks; only
+                # repeated failures are worth a status change.
+                if failures >= 3:
+                    self.set_status(*status)
+            delay = 1.0 / self.rate_hz * min(8, 2 ** max(0, failures - 1))
+            if not self.sleep(delay - (time.monotonic() - started)):
+                return

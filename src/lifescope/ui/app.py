@@ -1,0 +1,249 @@
+"""The Textual app: a header, four panes, a footer; fed by a collector process.
+
+Data path: a reader thread decodes the collector's stream into a bounded queue; a timer on
+the UI thread drains it into the timeline and, unless paused, re-renders every pane from one
+`Report` at 2 Hz. A repaint costs 30–45 ms of this process's GIL (measured), which is why
+sampling lives in the other process, and why the UI renders the newest state rather than
+every sample: when it falls behind, it drops nothing from the timeline and skips only
+intermediate repaints.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Footer, Static
+
+from lifescope import __version__
+from lifescope.analysis import report as analysis
+from lifescope.session import CollectorFailed, CollectorProcess
+from lifescope.timeline import Timeline
+from lifescope.ui.panes import ConnectionsPane, GilPane, LayersPane, Pane, ThreadsPane
+
+REFRESH_S = 0.5
+WINDOW_S = 10.0
+"""Shares on screen are over the last 10 s: long enough to be stable, short enough to move."""
+QUEUE_MAX = 50_000
+
+HELP = """\
+[b]lifescope[/b]: what a running Python server is doing, seen from outside.
+
+[b]Keys[/b]
+  q  quit (the target keeps running, untouched)
+  p  pause / resume the panes (probes keep sampling)
+  ?  this help
+
+[b]Panes[/b] (shares are over the last {window:.0f} s)
+  Connections     listeners' accept queue / backlog, connections
+                  by TCP state, open fds against the ulimit
+  Request layers  each thread's innermost application frame
+  Threads         what each thread does now (syscall or state),
+                  CPU share, share of stack samples where active
+  GIL             share of py-spy samples in which any / each
+                  thread held the GIL
+
+[b]Header[/b]  lifescope's own cost: CPU of the collector and py-spy
+as a share of one core, achieved sample rates, errors. The
+target is never paused (py-spy runs --nonblocking).
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar = [Binding("escape,q,question_mark", "dismiss", "close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help"):
+            yield Static(HELP.format(window=WINDOW_S))
+
+
+SampleSource = Callable[[], Iterator[object]]
+
+
+class LifescopeApp(App[int]):
+    CSS_PATH = "lifescope.tcss"
+    TITLE = "lifescope"
+    BINDINGS: ClassVar = [
+        Binding("q", "quit", "quit"),
+        Binding("p", "toggle_pause", "pause"),
+        Binding("question_mark", "help", "help"),
+    ]
+
+    def __init__(
+        self,
+        pid: int | None = None,
+        *,
+        source: SampleSource | None = None,
+        title_hint: str = "",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__()
+        self.pid = pid
+        self._source = source
+        self.title_hint = title_hint
+        self.clock = clock
+        self.timeline = Timeline()
+        self.paused = False
+        self.collector: CollectorProcess | None = None
+        self.failure: str | None = None
+        self.renders = 0
+        self.last_report: analysis.Report | None = None
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=QUEUE_MAX)
+        self._reader: threading.Thread | None = None
+        self._ended = threading.Event()
+        self.dropped = 0
+
+    def compose(self) -> ComposeResult:
+        yield Static("lifescope — attaching…", id="header")
+        with Grid(id="panes"):
+            yield ConnectionsPane(id="connections")
+            yield LayersPane(id="layers")
+            yield ThreadsPane(id="threads")
+            yield GilPane(id="gil")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._start_source()
+        self.set_interval(REFRESH_S, self.refresh_views)
+        self.call_later(self.refresh_views)
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width < 100, "narrow")
+
+    def _start_source(self) -> None:
+        if self._source is None and self.pid is not None:
+            self.collector = CollectorProcess(self.pid)
+            self._source = self.collector.samples
+        if self._source is None:
+            return
+        source = self._source
+        self._reader = threading.Thread(
+            target=self._read, args=(source,), name="lifescope-reader", daemon=True
+        )
+        self._reader.start()
+
+    def _read(self, source: SampleSource) -> None:
+        """Reader thread: never touches widgets; only fills the bounded queue."""
+        try:
+            for sample in source():
+                try:
+                    self._queue.put_nowait(sample)
+                except queue.Full:
+                    self.dropped += 1
+        except CollectorFailed as exc:
+            self.failure = str(exc)
+        except Exception as exc:  # a broken stream is a state to show, not a crash
+            self.failure = f"stream ended: {exc}"
+        finally:
+            self._ended.set()
+
+    def drain(self) -> int:
+        count = 0
+        while True:
+            try:
+                sample = self._queue.get_nowait()
+            except queue.Empty:
+                return count
+            self.timeline.add(sample)
+            count += 1
+
+    def refresh_views(self) -> None:
+        self.drain()
+        if self.paused:
+            self._render_header(self.last_report)
+            return
+        report = analysis.build(self.timeline.window(WINDOW_S))
+        self.last_report = report
+        with self.batch_update():
+            self._render_header(report)
+            for pane in self.query(Pane):
+                pane.show(report)
+        self.renders += 1
+
+    def _render_header(self, report: analysis.Report | None) -> None:
+        """Two lines: state and target first (never cut), then lifescope's own cost."""
+        header = self.query_one("#header", Static)
+        hello = self.timeline.hello
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(" lifescope ", style="bold reverse")
+        text.append(" ")
+        text.append_text(self._state_text())
+        if hello is None:
+            if self.failure is None:
+                text.append(f"  attaching to pid {self.pid}…")
+        else:
+            text.append(f"  pid {hello.pid}", style="bold")
+            text.append(f" · Py {hello.python}", style="cyan")
+            if report is not None and report.uptime_s is not None:
+                text.append(f" · up {_duration(report.uptime_s)}")
+            text.append(f" · {self.title_hint or hello.command}", style="dim")
+        if report is not None:
+            cost = report.cost
+            rates = " ".join(f"{p.name} {p.rate_hz:.0f}/s" for p in report.probes)
+            text.append(
+                f"\n cost: cpu {_share(cost.cpu_share)} of a core · rss {_mib(cost.rss_bytes)}"
+                f" · {rates} · errors {cost.errors}",
+                style="dim",
+            )
+            if self.dropped:
+                text.append(f" · ui dropped {self.dropped}", style="yellow")
+        header.update(text)
+
+    def _state_text(self) -> Text:
+        if self.failure is not None:
+            return Text(f"✖ {self.failure}", style="bold red")
+        gone = self.timeline.gone
+        if gone is not None:
+            when = time.strftime("%H:%M:%S", time.localtime(self._wall(gone.t)))
+            return Text(f"✖ TARGET GONE at {when} — data kept", style="bold red")
+        if self.paused:
+            return Text("⏸ PAUSED", style="bold yellow")
+        if self._ended.is_set() and self.collector is not None:
+            return Text("✖ collector stopped", style="bold red")
+        return Text("● live", style="bold green")
+
+    def _wall(self, mono: float) -> float:
+        hello = self.timeline.hello
+        if hello is None:
+            return self.clock()
+        return hello.wall_at_start + (mono - hello.mono_at_start)
+
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+        self.refresh_views()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        self.exit(0)
+
+    def on_unmount(self) -> None:
+        if self.collector is not None:
+            self.collector.stop()
+
+
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+def _mib(value: int | None) -> str:
+    return "—" if value is None else f"{value / 2**20:.0f} MiB"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+__all__ = ["LifescopeApp", "__version__"]

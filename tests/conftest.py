@@ -1,0 +1,85 @@
+"""Shared fixtures: real target processes, always stopped by pid.
+
+Targets run with this interpreter's real executable (not a pyenv shim, whose pid would be a
+shell), so the pid a test attaches to is the Python process itself.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lifescope.demo.children import DemoServer, LoadGen, start_demo_server, start_load
+
+PYTHON = os.path.realpath(sys.executable)
+
+
+def stop_pid(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(step)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+@pytest.fixture
+def python_target(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start a Python script as a target; it prints READY when set up. Stopped by pid."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(code: str, python: str = PYTHON) -> subprocess.Popen[bytes]:
+        script = tmp_path / f"target{len(started)}.py"
+        script.write_text(textwrap.dedent(code))
+        proc = subprocess.Popen(
+            [python, str(script)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+        )
+        started.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith(b"READY"), f"target did not start: {line!r}"
+        proc.ready_line = line.decode()[len("READY") :].strip()  # type: ignore[attr-defined]
+        return proc
+
+    yield start
+    for proc in started:
+        stop_pid(proc)
+
+
+@pytest.fixture
+def demo_server() -> Iterator[DemoServer]:
+    server = start_demo_server(port=0, flags=["--gil-hog"])
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def loaded_demo(demo_server: DemoServer) -> Iterator[tuple[DemoServer, LoadGen]]:
+    """The demo server under a bounded keep-alive load (loopback, ≤ 60 s, ≤ 30 req/s)."""
+    load = start_load(
+        demo_server.url, rate=30, concurrency=6, duration=60, mix="fast=5,db=2,sleep=2"
+    )
+    try:
+        yield demo_server, load
+    finally:
+        load.stop()

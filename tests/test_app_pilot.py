@@ -1,0 +1,66 @@
+"""The real Textual app, driven by Pilot, attached to a real demo server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from textual.widgets import DataTable, Static
+
+from lifescope.demo.children import DemoServer, LoadGen
+from lifescope.ui.app import LifescopeApp
+from lifescope.ui.panes import Pane
+
+
+async def wait_until(pilot, predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if predicate():
+            return
+        await pilot.pause(0.2)
+    raise AssertionError("app did not reach the expected state in time")
+
+
+def rows(app: LifescopeApp, pane_id: str) -> int:
+    return app.query_one(f"#{pane_id}", Pane).query_one(DataTable).row_count
+
+
+async def test_all_four_panes_fill_from_a_live_server(
+    loaded_demo: tuple[DemoServer, LoadGen],
+) -> None:
+    server, _ = loaded_demo
+    app = LifescopeApp(server.pid)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(
+            pilot,
+            lambda: all(rows(app, p) > 0 for p in ("connections", "layers", "threads", "gil")),
+        )
+        header = str(app.query_one("#header", Static).render())
+        assert f"pid {server.pid}" in header
+        assert "● live" in header
+        threads = app.query_one("#threads", Pane).query_one(DataTable)
+        names = {str(threads.get_row_at(i)[0]) for i in range(threads.row_count)}
+        assert "gil-hog" in names
+        collector_pid = app.collector.pid if app.collector else None
+        assert collector_pid is not None
+
+        await pilot.press("p")
+        assert app.paused
+        renders = app.renders
+        await pilot.pause(1.2)
+        assert app.renders == renders, "a paused app must not re-render panes"
+        assert "PAUSED" in str(app.query_one("#header", Static).render())
+        await pilot.press("p")
+        assert not app.paused
+
+        await pilot.press("question_mark")
+        assert app.screen.__class__.__name__ == "HelpScreen"
+        await pilot.press("escape")
+        await pilot.press("q")
+    assert app.return_code == 0
+    # the collector child is stopped by pid when the app ends
+    assert (
+        not os.path.exists(f"/proc/{collector_pid}")
+        or open(f"/proc/{collector_pid}/stat").read().split(") ")[1][0] in "ZX"
+    )

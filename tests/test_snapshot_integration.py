@@ -1,0 +1,77 @@
+"""`lifescope snapshot --json` against the real demo server: the scripting contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from lifescope.demo.children import DemoServer, LoadGen
+
+
+def snapshot(pid: int, seconds: float = 4.0) -> dict:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lifescope",
+            "snapshot",
+            str(pid),
+            "--seconds",
+            str(seconds),
+            "--json",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return json.loads(done.stdout)
+
+
+def test_snapshot_of_loaded_demo_server(loaded_demo: tuple[DemoServer, LoadGen]) -> None:
+    server, _ = loaded_demo
+    report = snapshot(server.pid)
+
+    assert report["schema"] == "lifescope.snapshot/1"
+    assert report["target"]["pid"] == server.pid
+    assert report["target"]["python"].startswith(f"{sys.version_info[0]}.{sys.version_info[1]}")
+    assert 3.0 <= report["window_s"] <= 5.0
+    for name in ("threads", "stacks", "dump", "sockets"):
+        probe = report["probes"][name]
+        assert probe["status"] == "ok", (name, probe)
+        assert probe["samples"] > 0, name
+    assert report["probes"]["threads"]["rate_hz"] >= 20
+
+    names = {t["name"]: t for t in report["threads"]}
+    assert "gil-hog" in names, names.keys()
+    hog = names["gil-hog"]
+    assert hog["gil_share"] >= 0.5, hog
+    assert hog["cpu_share"] >= 0.3, hog
+    assert hog["top_frame"] and "gil_hog" in hog["top_frame"], hog
+    for thread in report["threads"]:
+        for key in ("cpu_share", "active_share", "gil_share"):
+            value = thread[key]
+            assert value is None or 0.0 <= value <= 1.0, (key, thread)
+    assert report["gil"]["source"] == "pyspy"
+    assert report["gil"]["held_share"] >= 0.5
+
+    conn = report["connections"]
+    listen = [entry for entry in conn["listen"] if entry["local"].endswith(f":{server.port}")]
+    assert len(listen) == 1, conn["listen"]
+    assert listen[0]["backlog"] == 128
+    assert 0 <= listen[0]["accept_queue"] <= listen[0]["backlog"]
+    assert conn["by_state"].get("ESTABLISHED", 0) >= 1, conn["by_state"]
+    assert 0 < conn["fds"] < conn["fd_limit"]
+
+
+def test_snapshot_text_report(demo_server: DemoServer) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "lifescope", "snapshot", str(demo_server.pid), "--seconds", "2"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    text = done.stdout.decode()
+    assert f"pid {demo_server.pid}" in text
+    assert "gil-hog" in text
+    assert f":{demo_server.port}" in text
