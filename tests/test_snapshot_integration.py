@@ -36,7 +36,7 @@ def test_snapshot_of_loaded_demo_server(loaded_demo: tuple[DemoServer, LoadGen])
     assert report["target"]["pid"] == server.pid
     assert report["target"]["python"].startswith(f"{sys.version_info[0]}.{sys.version_info[1]}")
     assert 3.0 <= report["window_s"] <= 5.0
-    for name in ("threads", "stacks", "dump", "sockets"):
+    for name in ("gil", "threads", "stacks", "dump", "sockets"):
         probe = report["probes"][name]
         assert probe["status"] == "ok", (name, probe)
         assert probe["samples"] > 0, name
@@ -52,7 +52,7 @@ def test_snapshot_of_loaded_demo_server(loaded_demo: tuple[DemoServer, LoadGen])
         for key in ("cpu_share", "active_share", "gil_share"):
             value = thread[key]
             assert value is None or 0.0 <= value <= 1.0, (key, thread)
-    assert report["gil"]["source"] == "pyspy"
+    assert report["gil"]["source"] == "memory"
     assert report["gil"]["held_share"] >= 0.5
 
     conn = report["connections"]

@@ -25,19 +25,21 @@ from typing import BinaryIO
 
 from lifescope import __version__, stream
 from lifescope.probes.base import Emit, Probe
+from lifescope.probes.gil import GilProbe
 from lifescope.probes.pyspy import DumpProbe, StacksProbe
 from lifescope.probes.sockets import SocketsProbe
 from lifescope.probes.threads import ThreadsProbe
 from lifescope.samples import CollectorCost, Hello, TargetGone
 from lifescope.target import Target, TargetError, parse_pid, resolve
 
-PROBES = ("threads", "stacks", "dump", "sockets")
+PROBES = ("gil", "threads", "stacks", "dump", "sockets")
 FLUSH_EVERY_S = 0.1
 """Stream latency bound; also what a SIGKILLed recording can lose at most."""
 
 
 def build_probes(target: Target, emit: Emit, names: Sequence[str]) -> list[Probe]:
     factories = {
+        "gil": lambda: GilProbe(target, emit),
         "threads": lambda: ThreadsProbe(target, emit),
         "stacks": lambda: StacksProbe(target, emit),
         "dump": lambda: DumpProbe(target, emit),

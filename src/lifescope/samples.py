@@ -115,6 +115,51 @@ class GilOwnership:
 
 
 @dataclass(frozen=True, slots=True)
+class GilInfo:
+    """Sent once when lifescope's own GIL reader attached and validated the layout."""
+
+    t: float
+    python: str
+    interval_us: int
+    cond_address: int
+    cond_size: int
+    mutex_address: int
+    mutex_size: int
+    tid_source: str
+    rate_hz: float
+    realtime: bool = False
+    """True when the sampling thread got SCHED_FIFO (reads on time even on busy CPUs)."""
+
+
+FREE = 0
+"""`GilRuns` holder value for "the GIL was free"."""
+UNKNOWN_HOLDER = -1
+"""Holder value for "held, by a thread state we could not map to a thread id"."""
+
+
+@dataclass(frozen=True, slots=True)
+class GilRuns:
+    """Run-length GIL history: who held it from when to when, between two emissions.
+
+    The probe reads the GIL at ~2 kHz but sends runs, not reads: two CPU-bound threads make
+    ~185 hand-overs a second, an idle server almost none, so runs are 10-1000× smaller than
+    raw reads and lose nothing the analysis uses (hold durations, shares, switch rate).
+    """
+
+    t: float
+    start: float
+    runs: tuple[tuple[float, float, int], ...]
+    """(start, end, holder tid | FREE | UNKNOWN_HOLDER) of every run that ended."""
+    current: tuple[float, int]
+    """(start, holder) of the run still going on at `t`."""
+    reads: int
+    switches: int
+    """Increase of the interpreter's `switch_number` over [start, t]."""
+    late: int = 0
+    """Reads that came over 1 ms after the previous one (the sampler lacked CPU)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Socket:
     fd: int | None
     """The target's fd for this socket; None for sockets on its ports it does not own yet."""
@@ -164,6 +209,8 @@ SAMPLE_TYPES: tuple[type, ...] = (
     ThreadsSample,
     StacksWindow,
     GilOwnership,
+    GilInfo,
+    GilRuns,
     SocketsSample,
     CollectorCost,
     TargetGone,

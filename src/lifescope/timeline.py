@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from lifescope.samples import (
     CollectorCost,
+    GilInfo,
     GilOwnership,
+    GilRuns,
     Hello,
     ProbeStatus,
     SocketsSample,
@@ -36,6 +38,8 @@ class Window:
     sockets: tuple[SocketsSample, ...]
     costs: tuple[CollectorCost, ...]
     gone: TargetGone | None
+    gil_runs: tuple[GilRuns, ...] = ()
+    gil_info: GilInfo | None = None
 
     @property
     def seconds(self) -> float:
@@ -53,6 +57,8 @@ class Timeline:
         self.dumps: deque[GilOwnership] = deque(maxlen=maxlen // 10)
         self.sockets: deque[SocketsSample] = deque(maxlen=maxlen // 10)
         self.costs: deque[CollectorCost] = deque(maxlen=maxlen // 10)
+        self.gil_runs: deque[GilRuns] = deque(maxlen=maxlen // 10)
+        self.gil_info: GilInfo | None = None
         self.first_t: float | None = None
         self.last_t: float | None = None
         self.received = 0
@@ -77,6 +83,10 @@ class Timeline:
                 self._append(self.sockets, sample)
             case CollectorCost():
                 self._append(self.costs, sample)
+            case GilRuns():
+                self._append(self.gil_runs, sample)
+            case GilInfo():
+                self.gil_info = sample
             case ProbeStatus():
                 self.statuses[sample.probe] = sample
             case TargetGone():
@@ -110,4 +120,6 @@ class Timeline:
             sockets=cut(self.sockets),
             costs=cut(self.costs),
             gone=self.gone,
+            gil_runs=tuple(r for r in self.gil_runs if r.t >= start and r.start <= end),
+            gil_info=self.gil_info,
         )

@@ -11,12 +11,13 @@ from collections import Counter
 from dataclasses import dataclass
 
 from lifescope import syscalls
+from lifescope.analysis import concurrency, gil
 from lifescope.analysis.frames import innermost_app, label
 from lifescope.samples import Socket, SocketsSample
 from lifescope.timeline import Window
 
 SNAPSHOT_SCHEMA = "lifescope.snapshot/1"
-PROBE_ORDER = ("threads", "stacks", "dump", "sockets")
+PROBE_ORDER = ("gil", "threads", "stacks", "dump", "sockets")
 
 _STATE_WORDS = {
     "R": "running",
@@ -45,11 +46,17 @@ class ThreadView:
     tid: int
     name: str
     state: str
+    """Current state in `concurrency.STATES` (or "running" when the GIL is not readable)."""
     syscall: str | None
     cpu_share: float | None
     active_share: float | None
     gil_share: float | None
     top_frame: str | None
+    role: str = "other"
+    waiting_gil_share: float | None = None
+    state_shares: tuple[tuple[str, float], ...] = ()
+    strip: str = ""
+    """The last few seconds of states, one character per sample, oldest first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +64,13 @@ class GilView:
     held_share: float | None
     source: str
     samples: int
+    switches_per_s: float | None = None
+    hold_ms: tuple[tuple[str, float | None], ...] = ()
+    waiters_mean: float | None = None
+    histogram: tuple[tuple[str, int], ...] = ()
+    resolution_ms: float | None = None
+    held_series: tuple[float, ...] = ()
+    """Held share per `SERIES_STEP_S` over the window, oldest first (for a sparkline)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +98,31 @@ class CostView:
 
 
 @dataclass(frozen=True, slots=True)
+class StallView:
+    start_s: float
+    """Seconds from the start of the window."""
+    duration_ms: float
+    frame: str | None
+    gil_held: bool | None
+    ongoing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LoopView:
+    tid: int
+    busy_share: float | None
+    stalls: tuple[StallView, ...]
+    running: str | None
+    executors: tuple[int, ...]
+
+
+SERIES_STEP_S = 0.5
+STRIP_SAMPLES = 24
+STATE_CHARS = {"python": "█", "native": "▆", "gil-wait": "▒", "io": "▁", "lock": "▂",
+               "sleep": " ", "other": "·", "running": "█"}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     pid: int | None
     python: str | None
@@ -97,6 +136,8 @@ class Report:
     connections: ConnectionsView
     cost: CostView
     gone: str | None
+    loops: tuple[LoopView, ...] = ()
+    model: str | None = None
 
 
 def _ratio(part: float, whole: float) -> float | None:
@@ -109,6 +150,7 @@ def _probe_views(window: Window) -> tuple[ProbeView, ...]:
     statuses = {s.probe: s for s in window.statuses}
     seconds = window.seconds
     counts = {
+        "gil": sum(r.reads for r in window.gil_runs),
         "threads": len(window.threads),
         "dump": len(window.dumps),
         "sockets": len(window.sockets),
@@ -125,6 +167,9 @@ def _probe_views(window: Window) -> tuple[ProbeView, ...]:
             ticks = sum(w.samples / max(1, len(w.thread_names)) for w in window.stacks)
             covered = sum(w.t - w.start for w in window.stacks)
             rate = ticks / covered if covered > 0 else 0.0
+        elif name == "gil":
+            covered = sum(r.t - r.start for r in window.gil_runs)
+            rate = counts["gil"] / covered if covered > 0 else 0.0
         else:
             rate = counts.get(name, 0) / seconds if seconds > 0 else 0.0
         views.append(
@@ -140,7 +185,12 @@ def _probe_views(window: Window) -> tuple[ProbeView, ...]:
     return tuple(views)
 
 
-def _thread_views(window: Window) -> tuple[ThreadView, ...]:
+def _thread_views(
+    window: Window,
+    conc: concurrency.Concurrency,
+    gil_stats: gil.GilStats | None,
+    history: gil.Holds | None,
+) -> tuple[ThreadView, ...]:
     clock = window.hello.clock_ticks if window.hello else 100
     first: dict[int, tuple[float, int]] = {}
     last: dict[int, tuple[float, object]] = {}
@@ -163,9 +213,16 @@ def _thread_views(window: Window) -> tuple[ThreadView, ...]:
             seen[thread.tid] += 1
             if thread.state == "R":
                 runnable[thread.tid] += 1
-    gil_owned: Counter[int] = Counter()
-    for dump in window.dumps:
-        gil_owned.update(set(dump.owners))
+    if gil_stats is not None:
+        gil_shares: dict[int, float | None] = dict(gil_stats.by_thread)
+        waiting: dict[int, float] = dict(gil_stats.waiting_share)
+    else:
+        owned: Counter[int] = Counter()
+        for dump in window.dumps:
+            owned.update(set(dump.owners))
+        gil_shares = {tid: _ratio(n, len(window.dumps)) for tid, n in owned.items()}
+        waiting = {}
+    strips = _strips(window, history)
 
     top: dict[int, str] = {}
     for dump in window.dumps:
@@ -181,7 +238,9 @@ def _thread_views(window: Window) -> tuple[ThreadView, ...]:
         cpu = None
         if t_last > t_first:
             cpu = _ratio((thread.cpu_ticks - ticks_first) / clock, t_last - t_first)  # type: ignore[attr-defined]
-        state = _STATE_WORDS.get(thread.state, thread.state)  # type: ignore[attr-defined]
+        state = conc.current_state.get(tid) or _STATE_WORDS.get(thread.state, thread.state)  # type: ignore[attr-defined]
+        has_gil_data = gil_stats is not None or bool(window.dumps)
+        gil_share = gil_shares.get(tid, 0.0) if has_gil_data else None
         views.append(
             ThreadView(
                 tid=tid,
@@ -190,8 +249,12 @@ def _thread_views(window: Window) -> tuple[ThreadView, ...]:
                 syscall=syscalls.name(thread.syscall),  # type: ignore[attr-defined]
                 cpu_share=None if cpu is None else round(cpu, 4),
                 active_share=_round(_ratio(runnable[tid], seen[tid])),
-                gil_share=_round(_ratio(gil_owned[tid], len(window.dumps))),
+                gil_share=_round(gil_share),
                 top_frame=top.get(tid),
+                role=conc.roles.get(tid, "other"),
+                waiting_gil_share=waiting.get(tid) if gil_stats is not None else None,
+                state_shares=tuple(conc.state_shares.get(tid, {}).items()),
+                strip=strips.get(tid, ""),
             )
         )
     views.sort(key=lambda v: (-(v.cpu_share or 0.0), v.tid))
@@ -215,10 +278,54 @@ def _latest_span_frames(window: Window) -> dict[int, str]:
     return {tid: text for tid, (_, text) in result.items()}
 
 
-def _gil_view(window: Window) -> GilView:
+def _strips(window: Window, history: gil.Holds | None) -> dict[int, str]:
+    """Each thread's last STRIP_SAMPLES states, evenly spread over the window's samples."""
+    samples = window.threads
+    if not samples:
+        return {}
+    step = max(1, len(samples) // STRIP_SAMPLES)
+    picked = samples[::-1][::step][:STRIP_SAMPLES][::-1]
+    strips: dict[int, list[str]] = {}
+    for sample in picked:
+        holder = history.holder_at(sample.t) if history is not None else None
+        for thread in sample.threads:
+            state = concurrency.classify(thread, holder, window.gil_info)
+            strips.setdefault(thread.tid, []).append(STATE_CHARS.get(state, "?"))
+    return {tid: "".join(chars) for tid, chars in strips.items()}
+
+
+def _gil_view(window: Window, stats: gil.GilStats | None, history: gil.Holds | None) -> GilView:
+    if stats is not None and history is not None:
+        return GilView(
+            held_share=stats.held_share,
+            source="memory",
+            samples=history.reads,
+            switches_per_s=stats.switches_per_s,
+            hold_ms=tuple(stats.hold_ms.items()),
+            waiters_mean=stats.waiters_mean,
+            histogram=stats.hold_histogram,
+            resolution_ms=stats.resolution_ms,
+            held_series=_held_series(history, window.start, window.end),
+        )
     dumps = window.dumps
     held = sum(1 for d in dumps if d.owners)
     return GilView(held_share=_round(_ratio(held, len(dumps))), source="pyspy", samples=len(dumps))
+
+
+def _held_series(history: gil.Holds, start: float, end: float) -> tuple[float, ...]:
+    buckets = max(1, int((end - start) / SERIES_STEP_S))
+    held = [0.0] * buckets
+    for run_start, run_end, holder in history.runs:
+        if holder == 0:
+            continue
+        first = max(0, int((run_start - start) / SERIES_STEP_S))
+        last = min(buckets - 1, int((run_end - start) / SERIES_STEP_S))
+        for b in range(first, last + 1):
+            lo = max(run_start, start + b * SERIES_STEP_S)
+            hi = min(run_end, start + (b + 1) * SERIES_STEP_S)
+            if hi > lo:
+                held[b] += hi - lo
+    return tuple(round(min(1.0, h / SERIES_STEP_S), 3) for h in held)
 
 
 def _connections_view(window: Window) -> ConnectionsView:
@@ -254,6 +361,27 @@ def build(window: Window) -> Report:
     uptime = None
     if hello is not None and window.end:
         uptime = _target_uptime(hello.start_ticks, hello.clock_ticks, hello, window.end)
+    history = None
+    stats = None
+    if window.gil_info is not None and window.gil_runs:
+        history = gil.holds(window.gil_runs, window.start, window.end)
+        stats = gil.stats(history, window.gil_info, window.threads)
+    conc = concurrency.analyse(window.threads, window.stacks, history, window.gil_info)
+    threads = _thread_views(window, conc, stats, history)
+    loops = tuple(
+        LoopView(
+            tid=loop.tid,
+            busy_share=loop.busy_share,
+            stalls=tuple(
+                StallView(round(st.start - window.start, 3), round(st.duration_s * 1000, 1),
+                          st.frame, st.gil_held, st.ongoing)
+                for st in loop.stalls
+            ),
+            running=loop.running,
+            executors=loop.executors,
+        )
+        for loop in conc.loops
+    )  # fmt: skip
     return Report(
         pid=hello.pid if hello else None,
         python=hello.python if hello else None,
@@ -262,11 +390,13 @@ def build(window: Window) -> Report:
         end=window.end,
         uptime_s=uptime,
         probes=_probe_views(window),
-        threads=_thread_views(window),
-        gil=_gil_view(window),
+        threads=threads,
+        gil=_gil_view(window, stats, history),
         connections=_connections_view(window),
         cost=_cost_view(window),
         gone=window.gone.reason if window.gone else None,
+        loops=loops,
+        model=conc.model,
     )
 
 
@@ -312,6 +442,9 @@ def to_json(report: Report) -> dict[str, object]:
                 "active_share": t.active_share,
                 "gil_share": t.gil_share,
                 "top_frame": t.top_frame,
+                "role": t.role,
+                "waiting_gil_share": t.waiting_gil_share,
+                "state_shares": dict(t.state_shares),
             }
             for t in report.threads
         ],
@@ -319,7 +452,31 @@ def to_json(report: Report) -> dict[str, object]:
             "held_share": report.gil.held_share,
             "source": report.gil.source,
             "samples": report.gil.samples,
+            "switches_per_s": report.gil.switches_per_s,
+            "hold_ms": dict(report.gil.hold_ms) or None,
+            "waiters_mean": report.gil.waiters_mean,
+            "resolution_ms": report.gil.resolution_ms,
         },
+        "event_loops": [
+            {
+                "tid": loop.tid,
+                "busy_share": loop.busy_share,
+                "running": loop.running,
+                "executors": list(loop.executors),
+                "stalls": [
+                    {
+                        "start_s": stall.start_s,
+                        "duration_ms": stall.duration_ms,
+                        "frame": stall.frame,
+                        "gil_held": stall.gil_held,
+                        "ongoing": stall.ongoing,
+                    }
+                    for stall in loop.stalls
+                ],
+            }
+            for loop in report.loops
+        ],
+        "model": report.model,
         "connections": {
             "listen": [
                 {"local": lv.local, "accept_queue": lv.accept_queue, "backlog": lv.backlog}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Sparkline, Static
 
 from lifescope.analysis.report import ProbeView, Report, ThreadView
 from lifescope.ui.tables import bar, ensure_columns, pct, sync_rows
@@ -142,61 +142,127 @@ class LayersPane(Pane):
         self.border_subtitle = f"{len(report.threads)} threads"
 
 
-def _doing(thread: ThreadView) -> str:
-    """What a thread is doing in one word: its syscall when blocked, else its state."""
-    if thread.state == "running" or thread.syscall in (None, "running"):
-        return thread.state
-    return thread.syscall
+_ROLE_SHORT = {"event-loop": "loop", "executor": "exec", "request": "req", "other": ""}
+_STATE_STYLE = {"python": "bold green", "native": "cyan", "gil-wait": "bold red",
+                "io": "blue", "lock": "yellow", "sleep": "dim", "other": "dim",
+                "running": "green"}  # fmt: skip
+
+
+def _doing(thread: ThreadView) -> Text:
+    """What a thread does now: its state, and the syscall when it is blocked in one."""
+    style = _STATE_STYLE.get(thread.state, "")
+    if thread.state in ("io", "lock", "other") and thread.syscall not in (None, "running"):
+        return Text(f"{thread.state}:{thread.syscall}", style=style)
+    return Text(thread.state, style=style)
+
+
+def _strip(thread: ThreadView) -> Text:
+    from lifescope.analysis.report import STATE_CHARS
+
+    styles = {char: _STATE_STYLE.get(state, "") for state, char in STATE_CHARS.items()}
+    text = Text()
+    for char in thread.strip:
+        text.append(char, style=styles.get(char, ""))
+    return text
+
+
+def _loop_summary(report: Report) -> Text:
+    text = Text()
+    if report.model:
+        text.append(f"model: {report.model}", style="bold")
+    for loop in report.loops:
+        busy = loop.busy_share
+        text.append(f" · loop busy {pct(busy)}",
+                    style="bold red" if (busy or 0) > 0.8 else "")  # fmt: skip
+        stalls = loop.stalls
+        text.append(f" · {len(stalls)} stalls ≥100ms", style="red" if stalls else "dim")
+        for stall in stalls[-2:][::-1]:
+            gil = {True: "GIL held", False: "GIL free", None: "GIL ?"}[stall.gil_held]
+            more = "+" if stall.ongoing else ""
+            text.append(f"\n stall {stall.duration_ms:.0f}ms{more} {stall.frame or '?'} ({gil})",
+                        style="red")  # fmt: skip
+    if not report.loops:
+        text.append(" · no asyncio loop seen", style="dim")
+    return text
 
 
 class ThreadsPane(Pane):
     TITLE = "Threads & coroutines"
-    COLUMNS = (
-        ("name", "thread", None),
-        ("doing", "doing", None),
-        ("cpu", "cpu", None),
-        ("active", "active", None),
-    )
+    COLUMNS = (("name", "thread", None), ("role", "role", None), ("doing", "now", None),
+               ("strip", "last 10s", None), ("cpu", "cpu", None))  # fmt: skip
 
     def show(self, report: Report) -> None:
         problem = _problem(self.probe(report, "threads"))
-        running = sum(1 for t in report.threads if t.state == "running")
-        self.set_summary(
-            problem
-            or Text(
-                f"{running} of {len(report.threads)} running · shares: last {report.window_s:.0f}s",
-                style="dim",
-            )
-        )
+        self.set_summary(problem or _loop_summary(report))
         rows = {
             str(t.tid): (
-                _thread_label(t)[:16],
+                _thread_label(t)[:14],
+                _ROLE_SHORT.get(t.role, t.role),
                 _doing(t),
+                _strip(t),
                 pct(t.cpu_share),
-                pct(t.active_share),
             )
             for t in report.threads[:MAX_ROWS]
         }
         sync_rows(self.query_one(DataTable), rows)
-        self.border_subtitle = f"{len(report.threads)} threads"
+        self.border_subtitle = f"{len(report.threads)} threads · {report.window_s:.0f}s"
+
+
+def _histogram(buckets: tuple[tuple[str, int], ...]) -> Text:
+    total = max((n for _, n in buckets), default=0)
+    text = Text("holds ", style="dim")
+    for name, count in buckets:
+        level = 0 if total == 0 else round(count / total * 7)
+        text.append(name.replace("ms", ""), style="dim")
+        text.append(" ▁▂▃▄▅▆▇█"[level] if count else "·", style="bold")
+        text.append(" ")
+    return text
 
 
 class GilPane(Pane):
     TITLE = "GIL"
-    COLUMNS = (("name", "thread", None), ("share", "holds the GIL", None))
+    COLUMNS = (("name", "thread", None), ("share", "holds", None), ("wait", "waits", None))
+
+    def compose(self) -> ComposeResult:
+        yield Static("waiting for samples…", classes="summary")
+        yield Sparkline([], id="gil-spark")
+        yield DataTable(cursor_type="row", show_cursor=False)
 
     def show(self, report: Report) -> None:
         gil = report.gil
-        problem = _problem(self.probe(report, "dump"))
+        problem = _problem(self.probe(report, "gil"))
         text = Text("held ", style="bold")
         text.append_text(bar(gil.held_share, 8))
-        text.append(f" · {gil.samples} samples/{report.window_s:.0f}s", style="dim")
-        self.set_summary(problem or text)
+        if gil.source == "memory":
+            text.append(f" · {gil.switches_per_s or 0:.0f} switch/s")
+            waiters = gil.waiters_mean
+            text.append(f" · waiters {waiters if waiters is not None else '—'}",
+                        style="bold red" if (waiters or 0) >= 0.5 else "")  # fmt: skip
+            hold = dict(gil.hold_ms)
+            text.append("\nhold ms ", style="dim")
+            text.append(" ".join(f"{k} {_ms(hold.get(k))}" for k in ("p50", "p90", "p99", "max")))
+            text.append("\n")
+            text.append_text(_histogram(gil.histogram))
+        else:
+            text.append(f" · py-spy, {gil.samples} samples", style="dim")
+            if problem is not None:
+                text.append("\n")
+                text.append_text(problem)
+        self.set_summary(text)
+        spark = self.query_one(Sparkline)
+        spark.data = list(gil.held_series) or [0.0]
         holders = sorted(report.threads, key=lambda t: -(t.gil_share or 0.0))
         rows = {
-            str(t.tid): (_thread_label(t)[:16], bar(t.gil_share, 12))
+            str(t.tid): (_thread_label(t)[:14], bar(t.gil_share, 8), pct(t.waiting_gil_share))
             for t in holders[:MAX_ROWS]
             if t.gil_share is not None
         }
         sync_rows(self.query_one(DataTable), rows)
-        self.border_subtitle = f"source: {gil.source}"
+        resolution = f" ±{gil.resolution_ms:g}ms" if gil.resolution_ms else ""
+        self.border_subtitle = f"{gil.source}{resolution} · {report.window_s:.0f}s"
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.1f}" if value < 10 else f"{value:.0f}"

@@ -1,0 +1,148 @@
+"""The GIL probe: lifescope's own reader of the target's GIL, sampled at ~2 kHz.
+
+Reads are ~4-5 µs (`process_vm_readv`, see `gil_reader.py`); the loop is sleep-paced on an
+absolute schedule, so a late wake-up shortens the next sleep instead of drifting. Measured
+on this kind of machine: 2 kHz costs ~7.5 % of a core, 5 kHz ~15 %. The achieved rate and
+the read count are reported so the UI can say how fine-grained the hold times are.
+
+The sampling thread asks for SCHED_FIFO priority 1 where permitted (root/CAP_SYS_NICE).
+Measured here: with both cores busy, a normal-priority sampler only got the CPU while the
+target slept, and read a thread that holds the GIL 49 % of the time as 15–40 % held; at
+FIFO priority it matched the target's own measurement within 0.01. It sleeps between reads
+(~5 µs of work every 0.5 ms), so it cannot monopolise a core, and the kernel's RT
+throttling caps it regardless. Without the privilege it runs normally, counts reads that
+came late (gap over 1 ms), and reports "degraded" when many do.
+
+If the reader cannot attach or validate (unknown build, permissions), the probe says so and
+stops; the analysis then falls back to py-spy's `owns_gil` samples (source "pyspy").
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from lifescope.probes.base import Emit, Probe
+from lifescope.probes.gil_reader import GilReader, GilUnavailable
+from lifescope.samples import FREE, UNKNOWN_HOLDER, GilInfo, GilRuns
+from lifescope.target import Target
+
+DEFAULT_HZ = float(os.environ.get("LIFESCOPE_GIL_HZ", "2000"))
+EMIT_EVERY_S = 0.1
+LATE_S = 0.001
+"""A read more than 1 ms after the previous one left a hole worth counting."""
+
+
+def _realtime() -> bool:
+    """Ask for SCHED_FIFO 1 for this thread only; False where not permitted."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+class GilProbe(Probe):
+    probe_name = "gil"
+
+    def __init__(self, target: Target, emit: Emit, rate_hz: float = DEFAULT_HZ) -> None:
+        super().__init__(target, emit)
+        self.rate_hz = rate_hz
+
+    def sample_loop(self) -> None:
+        try:
+            reader = GilReader.open(self.target.pid)
+        except GilUnavailable as exc:
+            self.set_status(exc.status, exc.reason, exc.remedy or "none")
+            return
+        try:
+            self._loop(reader)
+        finally:
+            reader.close()
+
+    def _loop(self, reader: GilReader) -> None:
+        period = 1.0 / self.rate_hz
+        realtime = _realtime()
+        now = time.monotonic()
+        self.emit(
+            GilInfo(
+                t=now,
+                python=self.target.python or "",
+                interval_us=reader.interval_us,
+                cond_address=reader.cond_address,
+                cond_size=reader.cond_size,
+                mutex_address=reader.mutex_address,
+                mutex_size=reader.mutex_size,
+                tid_source=reader.tid_source,
+                rate_hz=self.rate_hz,
+                realtime=realtime,
+            )
+        )
+        self.set_status("ok")
+        first = reader.read()
+        run_holder = _holder(first.locked, first.holder_tid)
+        run_start = window_start = now
+        last_switch = first.switch_number
+        runs: list[tuple[float, float, int]] = []
+        reads = 1
+        late = 0
+        previous = now
+        next_read = now + period
+        next_emit = now + EMIT_EVERY_S
+        while not self.stopping:
+            delay = next_read - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                value = reader.read()
+            except GilUnavailable as exc:
+                self.set_status(exc.status, exc.reason, exc.remedy or None)
+                return
+            now = time.monotonic()
+            reads += 1
+            if now - previous > LATE_S:
+                late += 1
+            previous = now
+            holder = _holder(value.locked, value.holder_tid)
+            if holder != run_holder:
+                # The change happened somewhere since the previous read: split the gap.
+                edge = now - period / 2 if now - period / 2 > run_start else now
+                runs.append((round(run_start, 6), round(edge, 6), run_holder))
+                run_holder, run_start = holder, edge
+            next_read += period
+            if now - next_read > 50 * period:  # fell far behind (suspended, overloaded)
+                next_read = now + period
+            if now >= next_emit:
+                self.samples += 1
+                self._emit(
+                    GilRuns(
+                        t=now,
+                        start=window_start,
+                        runs=tuple(runs),
+                        current=(round(run_start, 6), run_holder),
+                        reads=reads,
+                        switches=max(0, value.switch_number - last_switch),
+                        late=late,
+                    )
+                )
+                if not realtime and late > reads // 10:
+                    self.set_status(
+                        "degraded",
+                        f"{late} of {reads} GIL reads came late (CPU busy); "
+                        "held share may read low",
+                        "run as root so the sampler can use SCHED_FIFO",
+                    )
+                else:
+                    self.set_status("ok")
+                runs = []
+                reads = 0
+                late = 0
+                window_start = now
+                last_switch = value.switch_number
+                next_emit = now + EMIT_EVERY_S
+
+
+def _holder(locked: bool, tid: int | None) -> int:
+    if not locked:
+        return FREE
+    return tid if tid is not None else UNKNOWN_HOLDER
