@@ -186,6 +186,76 @@ class SocketsSample:
 
 
 @dataclass(frozen=True, slots=True)
+class PacketEvent:
+    """One packet that passed the kernel filter: a handshake, a close, or a first payload.
+
+    Payload bytes are never kept. `line` holds the first line of an HTTP/1.x request or
+    response only when the user opted in with `--http-lines`; TLS ClientHello is marked as
+    such in `kind`, never decoded.
+    """
+
+    t: float
+    """Kernel receive timestamp, on the collector's monotonic clock."""
+    kind: str
+    """SYN, SYNACK, ACK (the handshake's last), FIN, RST, DATA, TLS_HELLO."""
+    src: str
+    dst: str
+    seq: int
+    ack: int
+    length: int
+    """TCP payload length in bytes (the count only)."""
+    line: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PacketsSample:
+    t: float
+    events: tuple[PacketEvent, ...]
+    captured: int
+    """Packets the kernel handed us since the previous sample (after the BPF filter)."""
+    kernel_dropped: int
+    """Packets the kernel dropped for us since the previous sample (PACKET_STATISTICS)."""
+    ports: tuple[int, ...] = ()
+    """The target's listening ports the filter was built for."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskAwait:
+    """One frame of a suspended coroutine chain, outermost (the task's coroutine) first."""
+
+    name: str
+    file: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    address: int
+    """Address of the Task object: stable for the task's life, a key for the UI."""
+    name: str
+    state: str
+    """pending, running, done, cancelled."""
+    chain: tuple[TaskAwait, ...]
+    awaiting: str | None
+    """What the innermost coroutine waits on: "future", "sleep", "task:NAME", "lock", ..."""
+    awaited_by: int | None = None
+    """Address of the task that awaits this one, when known."""
+
+
+@dataclass(frozen=True, slots=True)
+class TasksSample:
+    t: float
+    loop_tid: int | None
+    tasks: tuple[TaskInfo, ...]
+    total: int
+    """Live tasks found; more than len(tasks) when the per-pass cap cut the walk short."""
+    read_ms: float
+    """Wall time of the pass, so the UI can show what reading tasks costs."""
+    errors: int = 0
+    """Objects that changed under us and were skipped (torn reads)."""
+
+
+@dataclass(frozen=True, slots=True)
 class CollectorCost:
     """The collector's own footprint, so the header can say what watching costs."""
 
@@ -212,6 +282,8 @@ SAMPLE_TYPES: tuple[type, ...] = (
     GilInfo,
     GilRuns,
     SocketsSample,
+    PacketsSample,
+    TasksSample,
     CollectorCost,
     TargetGone,
 )

@@ -33,6 +33,9 @@ _NESTED: tuple[type, ...] = (
     samples.Frame,
     samples.StackSpan,
     samples.Socket,
+    samples.PacketEvent,
+    samples.TaskAwait,
+    samples.TaskInfo,
 )
 _KINDS: dict[str, type] = {cls.__name__: cls for cls in (*samples.SAMPLE_TYPES, *_NESTED)}
 
