@@ -172,6 +172,9 @@ class Socket:
     rtt_us: int | None = None
     retransmits: int | None = None
     last_data_recv_ms: int | None = None
+    last_data_sent_ms: int | None = None
+    bytes_received: int | None = None
+    bytes_acked: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

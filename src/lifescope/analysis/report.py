@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from lifescope import syscalls
-from lifescope.analysis import concurrency, gil
+from lifescope.analysis import concurrency, connections, gil
 from lifescope.analysis.frames import innermost_app, label
 from lifescope.samples import Socket, SocketsSample
 from lifescope.timeline import Window
@@ -57,6 +57,8 @@ class ThreadView:
     state_shares: tuple[tuple[str, float], ...] = ()
     strip: str = ""
     """The last few seconds of states, one character per sample, oldest first."""
+    socket: SocketRef | None = None
+    """The socket this thread is blocked on now (read/recv/send/accept/connect), if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,32 @@ class ListenView:
     local: str
     accept_queue: int
     backlog: int
+    half_open: int = 0
+    overflows: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionView:
+    local: str
+    peer: str
+    state: str
+    phase: str
+    kind: str
+    fd: int | None
+    rtt_ms: float | None
+    recv_q: int
+    send_q: int
+    idle_ms: int | None
+    """Milliseconds since data last moved either way, from tcp_info."""
+    thread: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SocketRef:
+    fd: int
+    peer: str
+    kind: str
+    syscall: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +114,15 @@ class ConnectionsView:
     by_state: tuple[tuple[str, int], ...]
     fds: int | None
     fd_limit: int | None
-    sockets: tuple[Socket, ...]
+    top: tuple[ConnectionView, ...] = ()
+    total: int = 0
+    keepalive_idle: int | None = None
+    by_phase: tuple[tuple[str, int], ...] = ()
+
+
+TOP_CONNECTIONS = 50
+_PHASE_ORDER = {"accept-queue": 0, "handshake": 1, "request": 2, "response": 3,
+                "connecting": 4, "open": 5, "idle": 6, "closing": 7}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +226,7 @@ def _thread_views(
     conc: concurrency.Concurrency,
     gil_stats: gil.GilStats | None,
     history: gil.Holds | None,
+    conn_stats: connections.ConnectionsStats | None = None,
 ) -> tuple[ThreadView, ...]:
     clock = window.hello.clock_ticks if window.hello else 100
     first: dict[int, tuple[float, int]] = {}
@@ -255,6 +292,7 @@ def _thread_views(
                 waiting_gil_share=waiting.get(tid) if gil_stats is not None else None,
                 state_shares=tuple(conc.state_shares.get(tid, {}).items()),
                 strip=strips.get(tid, ""),
+                socket=_socket_ref(tid, conn_stats),
             )
         )
     views.sort(key=lambda v: (-(v.cpu_share or 0.0), v.tid))
@@ -276,6 +314,18 @@ def _latest_span_frames(window: Window) -> dict[int, str]:
             if seen is None or span.end >= seen[0]:
                 result[span.tid] = (span.end, label(frame))
     return {tid: text for tid, (_, text) in result.items()}
+
+
+def _socket_ref(tid: int, stats: connections.ConnectionsStats | None) -> SocketRef | None:
+    if stats is None or tid not in stats.threads:
+        return None
+    sock, syscall = stats.threads[tid]
+    ports = {connections.port(lv.local) for lv in stats.listeners}
+    if sock.state == "LISTEN":
+        kind = "listen"
+    else:
+        kind = "client" if connections.port(sock.local) in ports else "outbound"
+    return SocketRef(sock.fd or 0, sock.peer, kind, syscall)
 
 
 def _strips(window: Window, history: gil.Holds | None) -> dict[int, str]:
@@ -328,21 +378,52 @@ def _held_series(history: gil.Holds, start: float, end: float) -> tuple[float, .
     return tuple(round(min(1.0, h / SERIES_STEP_S), 3) for h in held)
 
 
-def _connections_view(window: Window) -> ConnectionsView:
-    latest: SocketsSample | None = window.sockets[-1] if window.sockets else None
-    if latest is None:
-        return ConnectionsView((), (), None, None, ())
+def _connections_view(
+    stats: connections.ConnectionsStats | None, latest: SocketsSample | None, names: dict[int, str]
+) -> ConnectionsView:
+    if stats is None or latest is None:
+        return ConnectionsView((), (), None, None)
     listen = tuple(
-        ListenView(s.local, s.recv_q, s.send_q) for s in latest.sockets if s.state == "LISTEN"
+        ListenView(lv.local, lv.accept_queue, lv.backlog, lv.half_open, lv.overflows)
+        for lv in stats.listeners
     )
-    by_state = Counter(s.state for s in latest.sockets)
+    ranked = sorted(
+        stats.connections,
+        key=lambda c: (_PHASE_ORDER.get(c.phase, 9), -(c.socket.recv_q + c.socket.send_q),
+                       c.socket.last_data_recv_ms or 0),
+    )  # fmt: skip
+    top = tuple(
+        ConnectionView(
+            local=c.socket.local,
+            peer=c.socket.peer,
+            state=c.socket.state,
+            phase=c.phase,
+            kind=c.kind,
+            fd=c.socket.fd,
+            rtt_ms=None if c.socket.rtt_us is None else round(c.socket.rtt_us / 1000, 3),
+            recv_q=c.socket.recv_q,
+            send_q=c.socket.send_q,
+            idle_ms=_idle_ms(c.socket),
+            thread=None if c.thread is None else names.get(c.thread, str(c.thread)),
+        )
+        for c in ranked[:TOP_CONNECTIONS]
+    )
     return ConnectionsView(
         listen=listen,
-        by_state=tuple(sorted(by_state.items())),
+        by_state=stats.by_state,
         fds=latest.fds,
         fd_limit=latest.fd_limit,
-        sockets=latest.sockets,
+        top=top,
+        total=len(stats.connections),
+        keepalive_idle=stats.keepalive_idle,
+        by_phase=stats.by_phase,
     )
+
+
+def _idle_ms(sock: Socket) -> int | None:
+    if sock.last_data_recv_ms is None or sock.last_data_sent_ms is None:
+        return None
+    return min(sock.last_data_recv_ms, sock.last_data_sent_ms)
 
 
 def _cost_view(window: Window) -> CostView:
@@ -367,7 +448,10 @@ def build(window: Window) -> Report:
         history = gil.holds(window.gil_runs, window.start, window.end)
         stats = gil.stats(history, window.gil_info, window.threads)
     conc = concurrency.analyse(window.threads, window.stacks, history, window.gil_info)
-    threads = _thread_views(window, conc, stats, history)
+    latest_threads = window.threads[-1] if window.threads else None
+    conn_stats = connections.analyse(window.sockets, latest_threads)
+    threads = _thread_views(window, conc, stats, history, conn_stats)
+    names = {t.tid: t.name for t in threads}
     loops = tuple(
         LoopView(
             tid=loop.tid,
@@ -392,7 +476,9 @@ def build(window: Window) -> Report:
         probes=_probe_views(window),
         threads=threads,
         gil=_gil_view(window, stats, history),
-        connections=_connections_view(window),
+        connections=_connections_view(
+            conn_stats, window.sockets[-1] if window.sockets else None, names
+        ),
         cost=_cost_view(window),
         gone=window.gone.reason if window.gone else None,
         loops=loops,
@@ -445,6 +531,9 @@ def to_json(report: Report) -> dict[str, object]:
                 "role": t.role,
                 "waiting_gil_share": t.waiting_gil_share,
                 "state_shares": dict(t.state_shares),
+                "socket": None
+                if t.socket is None
+                else {"fd": t.socket.fd, "peer": t.socket.peer, "kind": t.socket.kind},
             }
             for t in report.threads
         ],
@@ -479,10 +568,30 @@ def to_json(report: Report) -> dict[str, object]:
         "model": report.model,
         "connections": {
             "listen": [
-                {"local": lv.local, "accept_queue": lv.accept_queue, "backlog": lv.backlog}
+                {
+                    "local": lv.local,
+                    "accept_queue": lv.accept_queue,
+                    "backlog": lv.backlog,
+                    "half_open": lv.half_open,
+                    "overflows": lv.overflows,
+                }
                 for lv in conn.listen
             ],
             "by_state": dict(conn.by_state),
+            "keepalive_idle": conn.keepalive_idle,
+            "top": [
+                {
+                    "local": c.local,
+                    "peer": c.peer,
+                    "state": c.state,
+                    "phase": c.phase,
+                    "rtt_ms": c.rtt_ms,
+                    "recv_q": c.recv_q,
+                    "send_q": c.send_q,
+                    "thread": c.thread,
+                }
+                for c in conn.top
+            ],
             "fds": conn.fds,
             "fd_limit": conn.fd_limit,
         },

@@ -67,7 +67,7 @@ class SocketsProbe(Probe):
         for row in rows:
             fd = self._inodes.get(row.inode) if row.inode else None
             if fd is None and (row.state == "LISTEN" or row.local_port not in listen_ports):
-                continue
+                continue  # not the target's, and not waiting for it on its own ports
             sockets.append(
                 Socket(
                     fd=fd,
@@ -80,6 +80,9 @@ class SocketsProbe(Probe):
                     rtt_us=row.rtt_us,
                     retransmits=row.retransmits,
                     last_data_recv_ms=row.last_data_recv_ms,
+                    last_data_sent_ms=row.last_data_sent_ms,
+                    bytes_received=row.bytes_received,
+                    bytes_acked=row.bytes_acked,
                 )
             )
         fds, limit = procnet.fd_usage(pid)

@@ -58,30 +58,14 @@ def _thread_label(thread: ThreadView) -> str:
     return thread.name or str(thread.tid)
 
 
-_SS_STATE = {
-    "ESTABLISHED": "ESTAB",
-    "SYN_SENT": "SYN-SENT",
-    "SYN_RECV": "SYN-RECV",
-    "FIN_WAIT1": "FIN-WAIT-1",
-    "FIN_WAIT2": "FIN-WAIT-2",
-    "TIME_WAIT": "TIME-WAIT",
-    "CLOSE_WAIT": "CLOSE-WAIT",
-    "LAST_ACK": "LAST-ACK",
-    "CLOSING": "CLOSING",
-    "CLOSE": "UNCONN",
-    "LISTEN": "LISTEN",
-}
-"""The abbreviations `ss` uses: the ones people already read at a glance."""
+_PHASE_STYLE = {"accept-queue": "bold red", "handshake": "yellow", "request": "bold cyan",
+                "response": "bold magenta", "idle": "dim", "closing": "dim"}  # fmt: skip
 
 
 class ConnectionsPane(Pane):
     TITLE = "Connections"
-    COLUMNS = (
-        ("state", "state", None),
-        ("peer", "peer", None),
-        ("fd", "fd", None),
-        ("q", "recv/send q", None),
-    )
+    COLUMNS = (("peer", "peer", None), ("phase", "phase", None), ("q", "rq/sq", None),
+               ("rtt", "rtt ms", None), ("thread", "thread", None))  # fmt: skip
 
     def show(self, report: Report) -> None:
         conn = report.connections
@@ -90,38 +74,35 @@ class ConnectionsPane(Pane):
         for listener in conn.listen:
             full = listener.accept_queue > 0
             text.append(f"LISTEN {listener.local} ", style="bold")
-            text.append(
-                f"queue {listener.accept_queue}/{listener.backlog}",
-                style="bold red" if full else "green",
-            )
+            text.append(f"queue {listener.accept_queue}/{listener.backlog}",
+                        style="bold red" if full else "green")  # fmt: skip
+            if listener.half_open:
+                text.append(f" syn {listener.half_open}", style="yellow")
+            if listener.overflows:
+                text.append(f" overflow +{listener.overflows}", style="bold red")
             text.append("\n")
-        states = " ".join(
-            f"{_SS_STATE.get(state, state)} {n}" for state, n in conn.by_state if state != "LISTEN"
-        )
-        text.append(states or "no connections", style="cyan")
+        phases = " ".join(f"{phase} {n}" for phase, n in conn.by_phase)
+        text.append(phases or "no connections", style="cyan")
         if conn.fds is not None:
             limit = conn.fd_limit
             near = limit is not None and conn.fds >= 0.8 * limit
-            text.append(
-                f" · fds {conn.fds}/{limit if limit is not None else '∞'}",
-                style="bold red" if near else "",
-            )
+            text.append(f" · fds {conn.fds}/{limit if limit is not None else '∞'}",
+                        style="bold red" if near else "")  # fmt: skip
         self.set_summary(problem or text)
-        sockets = [s for s in conn.sockets if s.state != "LISTEN"]
-        sockets.sort(key=lambda s: (-(s.recv_q + s.send_q), s.state, s.peer))
         rows = {
-            str(s.inode or f"{s.local}-{s.peer}"): (
-                _SS_STATE.get(s.state, s.state),
-                s.peer,
-                "—" if s.fd is None else str(s.fd),
-                f"{s.recv_q}/{s.send_q}",
+            f"{c.local}>{c.peer}": (
+                Text(c.peer, style="" if c.kind == "client" else "italic"),
+                Text(c.phase, style=_PHASE_STYLE.get(c.phase, "")),
+                f"{c.recv_q}/{c.send_q}",
+                "—" if c.rtt_ms is None else f"{c.rtt_ms:.2f}",
+                c.thread or "",
             )
-            for s in sockets[:MAX_ROWS]
+            for c in conn.top
         }
         sync_rows(self.query_one(DataTable), rows)
-        shown = min(len(sockets), MAX_ROWS)
+        shown = len(conn.top)
         self.border_subtitle = (
-            f"top {shown} of {len(sockets)}" if len(sockets) > shown else f"{len(sockets)} conns"
+            f"top {shown} of {conn.total}" if conn.total > shown else f"{conn.total} conns"
         )
 
 
@@ -151,6 +132,8 @@ _STATE_STYLE = {"python": "bold green", "native": "cyan", "gil-wait": "bold red"
 def _doing(thread: ThreadView) -> Text:
     """What a thread does now: its state, and the syscall when it is blocked in one."""
     style = _STATE_STYLE.get(thread.state, "")
+    if thread.socket is not None:
+        return Text(f"{thread.socket.syscall}→{thread.socket.peer}", style=style)
     if thread.state in ("io", "lock", "other") and thread.syscall not in (None, "running"):
         return Text(f"{thread.state}:{thread.syscall}", style=style)
     return Text(thread.state, style=style)

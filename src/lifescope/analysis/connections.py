@@ -1,0 +1,136 @@
+"""Connections from the kernel's side: listen queues, phases of each connection, and which
+socket each blocked thread is waiting on.
+
+Phase is inferred from state, queues and `tcp_info` timers, the way `ss -ti` would be read
+by hand: data received more recently than data sent means a request is being read or
+handled; bytes still unacknowledged mean a response is going out; neither, with a response
+sent after the last request, is an idle keep-alive connection. What cannot be told apart
+from these (a request fully read and now in the handler vs. one still arriving) is the same
+phase, "request"; the layer engine refines it with stacks.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lifescope import syscalls
+from lifescope.samples import Socket, SocketsSample, ThreadsSample
+
+CLOSING = frozenset({"FIN_WAIT1", "FIN_WAIT2", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT",
+                     "CLOSING", "CLOSE"})  # fmt: skip
+HALF_OPEN = frozenset({"SYN_RECV", "NEW_SYN_RECV"})
+
+
+def port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    local: str
+    accept_queue: int
+    backlog: int
+    half_open: int
+    overflows: int | None
+    """ListenOverflows increase over the window, for the whole network namespace."""
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    socket: Socket
+    kind: str
+    """client (a peer of one of our listeners) or outbound (we connected out)."""
+    phase: str
+    """handshake, accept-queue, request, response, idle, closing, connecting, open."""
+    thread: int | None
+
+
+def listen_ports(sockets: Sequence[Socket]) -> set[int]:
+    return {port(s.local) for s in sockets if s.state == "LISTEN"}
+
+
+def phase(sock: Socket, kind: str) -> str:
+    if sock.state in HALF_OPEN:
+        return "handshake"
+    if sock.state in CLOSING:
+        return "closing"
+    if sock.state == "SYN_SENT":
+        return "connecting"
+    if sock.state != "ESTABLISHED":
+        return sock.state.lower()
+    if kind == "client" and sock.fd is None:
+        return "accept-queue"
+    if sock.send_q > 0:
+        return "response" if kind == "client" else "request"
+    if sock.recv_q > 0:
+        return "request" if kind == "client" else "response"
+    received, sent = sock.last_data_recv_ms, sock.last_data_sent_ms
+    if received is None or sent is None:
+        return "open"
+    if kind == "client":
+        return "request" if received < sent else "idle"
+    return "response" if sent < received else "idle"
+
+
+def thread_sockets(
+    threads: ThreadsSample | None, sockets: Sequence[Socket]
+) -> dict[int, tuple[Socket, str]]:
+    """tid → (socket, syscall) for threads blocked in a call whose first argument is that
+    socket's fd: "worker-3 in recvfrom on fd 17 → 10.0.0.5:5432"."""
+    if threads is None:
+        return {}
+    by_fd = {s.fd: s for s in sockets if s.fd is not None}
+    joined = {}
+    for thread in threads.threads:
+        name = syscalls.name(thread.syscall)
+        if name in syscalls.FD_FIRST and thread.arg0 is not None and thread.arg0 in by_fd:
+            joined[thread.tid] = (by_fd[thread.arg0], name or "")
+    return joined
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionsStats:
+    listeners: tuple[Listener, ...]
+    connections: tuple[Connection, ...]
+    by_state: tuple[tuple[str, int], ...]
+    by_phase: tuple[tuple[str, int], ...]
+    keepalive_idle: int
+    threads: dict[int, tuple[Socket, str]]
+
+
+def analyse(samples: Sequence[SocketsSample], latest_threads: ThreadsSample | None) -> (
+    ConnectionsStats | None
+):  # fmt: skip
+    if not samples:
+        return None
+    latest = samples[-1]
+    sockets = latest.sockets
+    ports = listen_ports(sockets)
+    joined = thread_sockets(latest_threads, sockets)
+    waiting_on = {sock.inode: tid for tid, (sock, _) in joined.items()}
+    overflow = None
+    if samples[0].listen_overflows is not None and latest.listen_overflows is not None:
+        overflow = latest.listen_overflows - samples[0].listen_overflows
+    half_open = Counter(port(s.local) for s in sockets if s.state in HALF_OPEN)
+    listeners = tuple(
+        Listener(s.local, s.recv_q, s.send_q, half_open[port(s.local)], overflow)
+        for s in sockets
+        if s.state == "LISTEN"
+    )
+    connections = []
+    for sock in sockets:
+        if sock.state == "LISTEN":
+            continue
+        kind = "client" if port(sock.local) in ports else "outbound"
+        connections.append(Connection(sock, kind, phase(sock, kind), waiting_on.get(sock.inode)))
+    by_phase = Counter(c.phase for c in connections)
+    return ConnectionsStats(
+        listeners=listeners,
+        connections=tuple(connections),
+        by_state=tuple(sorted(Counter(s.state for s in sockets).items())),
+        by_phase=tuple(sorted(by_phase.items())),
+        keepalive_idle=sum(1 for c in connections if c.kind == "client" and c.phase == "idle"),
+        threads=joined,
+    )

@@ -1,0 +1,128 @@
+"""The network side against real sockets whose truth is known."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+
+from lifescope.analysis import report
+from lifescope.demo.children import DemoServer
+from lifescope.session import collect
+
+NEVER_ACCEPTS = """
+import socket, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(4)
+print("READY", s.getsockname()[1], flush=True)
+time.sleep(120)
+"""
+
+RECEIVER = """
+import socket, threading, time
+def wait_for_reply():
+    c = socket.create_connection(("127.0.0.1", PORT))
+    c.recv(10)  # the peer never answers
+threading.Thread(target=wait_for_reply, name="db-client", daemon=True).start()
+time.sleep(0.3)
+print("READY", flush=True)
+time.sleep(120)
+"""
+
+
+def test_listener_that_never_accepts_overflows(python_target) -> None:  # type: ignore[no-untyped-def]
+    proc = python_target(NEVER_ACCEPTS)
+    port = int(proc.ready_line)
+    clients: list[socket.socket] = []
+    result: dict[str, report.Report] = {}
+
+    def observe() -> None:
+        result["r"] = report.build(collect(proc.pid, 4.0, probes=("sockets",)).window())
+
+    watcher = threading.Thread(target=observe)
+    watcher.start()
+    try:
+        time.sleep(0.8)  # let the collector take its first sample before the flood
+        for _ in range(8):
+            client = socket.socket()
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", port))
+            clients.append(client)
+        watcher.join(30)
+    finally:
+        for client in clients:
+            client.close()
+    listen = [lv for lv in result["r"].connections.listen if lv.local.endswith(f":{port}")]
+    assert len(listen) == 1
+    assert listen[0].backlog == 4
+    assert listen[0].accept_queue == 5  # backlog + 1: the kernel's off-by-one
+    assert listen[0].overflows is not None and listen[0].overflows > 0  # SYNs turned away
+    queued = [c for c in result["r"].connections.top if c.phase == "accept-queue"]
+    assert len(queued) == 5
+
+
+def test_idle_keepalive_connections_are_counted(demo_server: DemoServer) -> None:
+    conns = []
+    try:
+        for _ in range(4):
+            conn = http.client.HTTPConnection("127.0.0.1", demo_server.port, timeout=5)
+            conn.request("GET", "/fast")
+            assert conn.getresponse().read()
+            conns.append(conn)  # kept open: HTTP/1.1 keep-alive
+        time.sleep(0.3)
+        result = report.build(collect(demo_server.pid, 2.0, probes=("sockets", "threads")).window())
+    finally:
+        for conn in conns:
+            conn.close()
+    conn_view = result.connections
+    assert conn_view.keepalive_idle is not None and conn_view.keepalive_idle >= 4
+    idle = [c for c in conn_view.top if c.phase == "idle" and c.kind == "client"]
+    assert len(idle) >= 4
+    for c in idle:
+        assert c.rtt_ms is not None and c.rtt_ms < 5  # loopback
+        assert c.idle_ms is not None and c.idle_ms >= 200
+
+
+def test_thread_blocked_in_recv_is_joined_to_its_peer(python_target) -> None:  # type: ignore[no-untyped-def]
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    try:
+        proc = python_target(RECEIVER.replace("PORT", str(port)))
+        accepted, _ = listener.accept()
+        try:
+            import subprocess
+
+            from tests.conftest import PYTHON
+
+            done = subprocess.run(
+                [
+                    PYTHON,
+                    "-m",
+                    "lifescope",
+                    "snapshot",
+                    str(proc.pid),
+                    "--seconds",
+                    "1.5",
+                    "--json",
+                ],
+                capture_output=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stderr
+            snap = json.loads(done.stdout)
+        finally:
+            accepted.close()
+    finally:
+        listener.close()
+    blocked = [t for t in snap["threads"] if t["socket"] is not None]
+    assert len(blocked) == 1, snap["threads"]
+    assert blocked[0]["name"] == "db-client"
+    assert blocked[0]["socket"]["peer"] == f"127.0.0.1:{port}"
+    assert blocked[0]["socket"]["kind"] == "outbound"
+    outbound = [c for c in snap["connections"]["top"] if c["peer"] == f"127.0.0.1:{port}"]
+    assert outbound and outbound[0]["thread"] == "db-client"
