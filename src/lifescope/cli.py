@@ -31,13 +31,43 @@ def _parser() -> argparse.ArgumentParser:
 
     attach = sub.add_parser("attach", help="open the live UI on a running Python process")
     attach.add_argument("pid", help="process id of a CPython 3.8–3.13 process")
+    attach.add_argument("--record", metavar="FILE", help="also record the session to FILE")
     _add_version(attach)
 
     snap = sub.add_parser("snapshot", help="sample headless for N seconds and print a report")
-    snap.add_argument("pid", help="process id of a CPython 3.8–3.13 process")
-    snap.add_argument("--seconds", type=float, default=3.0, help="how long to sample (default 3)")
+    snap.add_argument("pid", nargs="?", help="process id of a CPython 3.8–3.13 process")
+    snap.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="how long to sample (default 3); with --from, the window length",
+    )
     snap.add_argument("--json", action="store_true", help="print lifescope.snapshot/1 JSON")
+    snap.add_argument(
+        "--from",
+        dest="source",
+        metavar="FILE",
+        help="report on a recording instead of a live process",
+    )
+    snap.add_argument(
+        "--at",
+        type=float,
+        default=None,
+        metavar="T",
+        help="with --from: end of the window, seconds from the recording's start",
+    )
     _add_version(snap)
+
+    record = sub.add_parser("record", help="record a session headless to a file (mode 0600)")
+    record.add_argument("pid", help="process id of a CPython 3.8–3.13 process")
+    record.add_argument("-o", "--output", required=True, metavar="FILE")
+    record.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
+    _add_version(record)
+
+    replay = sub.add_parser("replay", help="open the UI on a recording")
+    replay.add_argument("file", help="a file written by `lifescope record` or `attach --record`")
+    replay.add_argument("--speed", type=float, default=1.0, help="0.25–8 (default 1)")
+    _add_version(replay)
 
     demo = sub.add_parser("demo", help="start the bundled demo server and load, and watch them")
     demo.add_argument("--rate", type=float, default=40.0, help="load requests per second")
@@ -72,20 +102,56 @@ def _target_or_exit(text: str) -> int:
         raise SystemExit(exc.exit_code) from None
 
 
+def _load_recording(path: str):  # type: ignore[no-untyped-def]
+    from lifescope.recording import RecordingError, load
+
+    try:
+        recording = load(path)
+    except RecordingError as exc:
+        print(f"lifescope: {exc} — pass a file written by `lifescope record`", file=sys.stderr)
+        raise SystemExit(1) from None
+    if recording.problem:
+        print(
+            f"lifescope: {path}: {recording.problem}; using everything before it", file=sys.stderr
+        )
+    return recording
+
+
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from lifescope.analysis import report
     from lifescope.session import CollectorFailed, collect
 
-    pid = _target_or_exit(args.pid)
-    if args.seconds <= 0:
+    if args.seconds is not None and args.seconds <= 0:
         print("lifescope: --seconds must be positive — e.g. --seconds 3", file=sys.stderr)
         return 2
-    try:
-        timeline = collect(pid, args.seconds)
-    except CollectorFailed as exc:
-        print(f"lifescope: {exc}", file=sys.stderr)
-        return 1
-    result = report.build(timeline.window())
+    if args.source is not None:
+        from lifescope.replay import Player
+
+        if args.pid is not None:
+            print("lifescope: give a pid or --from FILE, not both — drop one", file=sys.stderr)
+            return 2
+        player = Player(_load_recording(args.source))
+        end = player.end if args.at is None else player.start + args.at
+        player.seek(end)
+        window = player.timeline.window(args.seconds, end=player.position)
+    else:
+        if args.pid is None:
+            print(
+                "lifescope: snapshot needs a pid or --from FILE — e.g. snapshot 1234",
+                file=sys.stderr,
+            )
+            return 2
+        if args.at is not None:
+            print("lifescope: --at needs --from FILE", file=sys.stderr)
+            return 2
+        pid = _target_or_exit(args.pid)
+        try:
+            timeline = collect(pid, args.seconds or 3.0)
+        except CollectorFailed as exc:
+            print(f"lifescope: {exc}", file=sys.stderr)
+            return 1
+        window = timeline.window()
+    result = report.build(window)
     if args.json:
         print(json.dumps(report.to_json(result), indent=2))
     else:
@@ -97,7 +163,31 @@ def cmd_attach(args: argparse.Namespace) -> int:
     from lifescope.ui.app import LifescopeApp
 
     pid = _target_or_exit(args.pid)
-    app = LifescopeApp(pid)
+    app = LifescopeApp(pid, record=args.record)
+    app.run()
+    return app.return_code or 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from lifescope import collector
+
+    pid = _target_or_exit(args.pid)
+    argv = [str(pid), "--output", args.output]
+    if args.seconds is not None:
+        argv += ["--seconds", str(args.seconds)]
+    return collector.main(argv)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from lifescope.replay import SPEEDS, Player
+    from lifescope.ui.app import LifescopeApp
+
+    if not SPEEDS[0] <= args.speed <= SPEEDS[-1]:
+        print("lifescope: --speed must be between 0.25 and 8", file=sys.stderr)
+        return 2
+    player = Player(_load_recording(args.file))
+    player.speed = args.speed
+    app = LifescopeApp(player=player, title_hint=f"replay of {args.file}")
     app.run()
     return app.return_code or 0
 
@@ -152,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {
         "attach": cmd_attach,
         "snapshot": cmd_snapshot,
+        "record": cmd_record,
+        "replay": cmd_replay,
         "demo": cmd_demo,
         "doctor": cmd_doctor,
     }

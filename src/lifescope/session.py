@@ -31,8 +31,11 @@ class CollectorProcess:
         seconds: float | None = None,
         probes: Sequence[str] | None = None,
         python: str = sys.executable,
+        record: str | None = None,
     ) -> None:
         argv = [python, "-m", "lifescope.collector", str(pid)]
+        if record is not None:
+            argv += ["--record", record]
         if seconds is not None:
             argv += ["--seconds", str(seconds)]
         if probes:

@@ -25,6 +25,7 @@ from textual.widgets import Footer, Static
 
 from lifescope import __version__
 from lifescope.analysis import report as analysis
+from lifescope.replay import Player
 from lifescope.session import CollectorFailed, CollectorProcess
 from lifescope.timeline import Timeline
 from lifescope.ui.panes import ConnectionsPane, GilPane, LayersPane, Pane, ThreadsPane
@@ -41,6 +42,7 @@ HELP = """\
   q  quit (the target keeps running, untouched)
   p  pause / resume the panes (probes keep sampling)
   ?  this help
+  replay only: ← → seek 5 s · , . step 1 s · - + speed 0.25×–8×
 
 [b]Panes[/b] (shares are over the last {window:.0f} s)
   Connections     listeners' accept queue / backlog, connections
@@ -75,6 +77,12 @@ class LifescopeApp(App[int]):
         Binding("q", "quit", "quit"),
         Binding("p", "toggle_pause", "pause"),
         Binding("question_mark", "help", "help"),
+        Binding("right", "seek(5)", "+5s", show=False, priority=True),
+        Binding("left", "seek(-5)", "-5s", show=False, priority=True),
+        Binding("full_stop", "seek(1)", "step", show=False, priority=True),
+        Binding("comma", "seek(-1)", "back", show=False, priority=True),
+        Binding("plus,equals_sign", "speed(1)", "faster", show=False, priority=True),
+        Binding("minus", "speed(-1)", "slower", show=False, priority=True),
     ]
 
     def __init__(
@@ -84,9 +92,14 @@ class LifescopeApp(App[int]):
         source: SampleSource | None = None,
         title_hint: str = "",
         clock: Callable[[], float] = time.time,
+        player: Player | None = None,
+        record: str | None = None,
     ) -> None:
         super().__init__()
         self.pid = pid
+        self.player = player
+        self.record = record
+        self._last_tick = time.monotonic()
         self._source = source
         self.title_hint = title_hint
         self.clock = clock
@@ -119,8 +132,11 @@ class LifescopeApp(App[int]):
         self.set_class(self.size.width < 100, "narrow")
 
     def _start_source(self) -> None:
+        if self.player is not None:
+            self.timeline = self.player.timeline
+            return
         if self._source is None and self.pid is not None:
-            self.collector = CollectorProcess(self.pid)
+            self.collector = CollectorProcess(self.pid, record=self.record)
             self._source = self.collector.samples
         if self._source is None:
             return
@@ -156,11 +172,19 @@ class LifescopeApp(App[int]):
             count += 1
 
     def refresh_views(self) -> None:
-        self.drain()
-        if self.paused:
+        end = None
+        if self.player is not None:
+            now = time.monotonic()
+            self.player.tick(now - self._last_tick)
+            self._last_tick = now
+            self.timeline = self.player.timeline
+            end = self.player.position
+        else:
+            self.drain()
+        if self.paused and self.player is None:
             self._render_header(self.last_report)
             return
-        report = analysis.build(self.timeline.window(WINDOW_S))
+        report = analysis.build(self.timeline.window(WINDOW_S, end=end))
         self.last_report = report
         with self.batch_update():
             self._render_header(report)
@@ -198,6 +222,17 @@ class LifescopeApp(App[int]):
         header.update(text)
 
     def _state_text(self) -> Text:
+        if self.player is not None:
+            player = self.player
+            mark = "▶" if player.playing and not player.finished else "⏸"
+            text = Text(
+                f"{mark} REPLAY {_clock(player.position - player.start)}"
+                f"/{_clock(player.end - player.start)} ×{player.speed:g}",
+                style="bold magenta",
+            )
+            if player.recording.problem:
+                text.append(f" ({player.recording.problem})", style="yellow")
+            return text
         if self.failure is not None:
             return Text(f"✖ {self.failure}", style="bold red")
         gone = self.timeline.gone
@@ -217,8 +252,31 @@ class LifescopeApp(App[int]):
         return hello.wall_at_start + (mono - hello.mono_at_start)
 
     def action_toggle_pause(self) -> None:
-        self.paused = not self.paused
+        if self.player is not None:
+            self.player.playing = not self.player.playing
+            self._last_tick = time.monotonic()
+        else:
+            self.paused = not self.paused
         self.refresh_views()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Replay keys exist only in replay; live, the arrows stay with the tables."""
+        if action in ("seek", "speed"):
+            return self.player is not None
+        return True
+
+    def action_seek(self, seconds: float) -> None:
+        if self.player is not None:
+            self.player.step(seconds)
+            self.refresh_views()
+
+    def action_speed(self, direction: int) -> None:
+        if self.player is not None:
+            if direction > 0:
+                self.player.faster()
+            else:
+                self.player.slower()
+            self.refresh_views()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
@@ -237,6 +295,11 @@ def _share(value: float | None) -> str:
 
 def _mib(value: int | None) -> str:
     return "—" if value is None else f"{value / 2**20:.0f} MiB"
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def _duration(seconds: float) -> str:
