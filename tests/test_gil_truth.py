@@ -6,6 +6,7 @@ import glob
 import json
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -103,14 +104,47 @@ def test_half_held_in_2ms_bursts(python_target, version: str) -> None:  # type: 
     assert p50 is not None and 1.5 <= p50 <= 2.8, gil
 
 
+SELF_MEASURING_HALF = """
+import sys, time
+print("READY", flush=True)
+busy = slept = 0.0
+stop = time.perf_counter() + 4.0
+while time.perf_counter() < stop:
+    a = time.perf_counter()
+    end = a + 0.002
+    while time.perf_counter() < end:
+        pass
+    b = time.perf_counter()
+    time.sleep(0.002)
+    busy += b - a
+    slept += time.perf_counter() - b
+print(busy / (busy + slept), flush=True)
+time.sleep(60)
+"""
+
+
+def test_held_share_matches_the_targets_own_measurement(python_target) -> None:  # type: ignore[no-untyped-def]
+    """Truth from inside: the target times its own GIL-holding spins over the same seconds."""
+    proc = python_target(SELF_MEASURING_HALF)
+    result = gil_report(proc.pid, 3.0)
+    truth = float(proc.stdout.readline())
+    assert result.gil.held_share is not None
+    assert abs(result.gil.held_share - truth) <= 0.06, (result.gil.held_share, truth)
+
+
 def test_memory_probe_agrees_with_pyspy_owns_gil(python_target) -> None:  # type: ignore[no-untyped-def]
-    """Same target, same seconds: our reader's held share vs the share of py-spy dumps in
-    which some thread owns the GIL. 150 dumps give a standard error of ~0.04 at 0.5."""
+    """Same target, same seconds: our held share vs the share of py-spy dumps in which some
+    thread owns the GIL, on two CPU-bound threads.
+
+    Not on a 50 % target: there py-spy itself reads low on this 2-core VM (seen: 0.26 when
+    the truth was 0.49 and our SCHED_FIFO reader said 0.494), because a normal-priority
+    sampler mostly gets the CPU while the target sleeps — the bias our probe avoids.
+    """
     from lifescope.probes.pyspy import find_pyspy
     from lifescope.session import CollectorProcess
     from lifescope.timeline import Timeline
 
-    proc = python_target(HALF_IN_2MS_BURSTS)
+    proc = python_target(TWO_CPU_THREADS)
     collector = CollectorProcess(proc.pid, probes=("gil", "threads"))
     timeline = Timeline()
     reader = threading.Thread(target=lambda: [timeline.add(s) for s in collector.samples()])
@@ -119,14 +153,17 @@ def test_memory_probe_agrees_with_pyspy_owns_gil(python_target) -> None:  # type
     assert binary
     owned = total = 0
     try:
-        while total < 150:
-            out = subprocess.run([binary, "dump", "--json", "--nonblocking", "--pid",
-                                  str(proc.pid)], capture_output=True, timeout=10)  # fmt: skip
+        time.sleep(0.5)
+        while total < 60:
+            out = subprocess.run(
+                [binary, "dump", "--json", "--nonblocking", "--pid", str(proc.pid)],
+                capture_output=True,
+                timeout=10,
+            )
             if out.returncode != 0:
                 continue
-            threads = json.loads(out.stdout)
             total += 1
-            owned += any(t.get("owns_gil") for t in threads)
+            owned += any(t.get("owns_gil") for t in json.loads(out.stdout))
     finally:
         collector.stop()
         reader.join(10)
