@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import textwrap
@@ -231,8 +230,7 @@ def main() -> int:
             end = time.monotonic()
             windows.append((mode, start, end, int(out.split()[0])))
             time.sleep(0.6)  # let the probe drain and sample
-        probe.stdin.close()
-        out, _ = probe.communicate(timeout=10)
+        out, _ = probe.communicate(timeout=10)  # closes its stdin: the probe stops
     finally:
         for proc in clients:
             _stop(proc)
@@ -279,10 +277,6 @@ def main() -> int:
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     assert all(p.get("samples") for p in phases.values()), "a phase produced no samples"
     assert all(p["filter_pps"] >= 0 and p["probe_cpu_share"] >= 0 for p in phases.values())
-    if not args.quick:
-        print(
-            f"  median probe CPU {statistics.median(p['probe_cpu_share'] for p in phases.values()):.1%}"
-        )
     return 0
 
 

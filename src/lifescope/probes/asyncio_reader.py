@@ -521,6 +521,7 @@ class _Layout:
         g = s("gen")
         self.gi_name, self.gi_qualname = g["gi_name"], g["gi_qualname"]
         self.gi_frame = g.get("gi_frame")
+        self.gi_code = g.get("gi_code")
         self.gi_frame_state = g.get("gi_frame_state")
         self.gi_iframe = g.get("gi_iframe")
         a = s("asyncio")
@@ -875,9 +876,9 @@ class AsyncioReader:
             base=_U64.unpack_from(raw, lay.tp_base)[0],
             kind=_K_OTHER,
         )
-        if len(self._types) >= _MAX_TYPE_CACHE:
-            self._types.clear()
-            self._types.update({a: self._types[a] for a in () if a in self._types})
+        if len(self._types) >= _MAX_TYPE_CACHE:  # classes created at runtime: keep the known
+            keep = {a: self._types[a] for a in self._known.values() if a in self._types}
+            self._types = keep
         self._types[address] = info
         return info
 
@@ -1277,8 +1278,8 @@ class AsyncioReader:
             if lay.frame_object:
                 frame = _U64.unpack_from(raw, lay.gi_frame)[0]
                 qual = _U64.unpack_from(raw, lay.gi_qualname)[0]
-                if not frame:  # finished generator
-                    code = _U64.unpack_from(raw, lay.gi_name - 8 if False else 24)[0]
+                if not frame:  # finished generator: only its code is left
+                    code = _U64.unpack_from(raw, lay.gi_code)[0]
                     walk.links.append(_Link(code, -1, qual, False, "done"))
                     return None
                 walk.links.append(_Link(0, -1, qual, None, "suspended"))
@@ -1388,7 +1389,13 @@ class AsyncioReader:
         return self.running
 
     # ------------------------------------------------------------------ building results
-    def _code(self, address: int, raw: bytes) -> _Code | None:
+    def _code(self, address: int, raw: bytes) -> tuple[tuple[int, ...], _Code] | None:
+        """Decode a code object, through a cache keyed by its immutable fields.
+
+        Why a key of pointers: a code object's name, file, first line and line table never
+        change, so if all those pointers are the same the decoded result is too; a freed code
+        object whose address is reused gets a different key.
+        """
         lay = self._l
         rc, tp = _HDR.unpack_from(raw, 0)
         if tp != self._known["code"] or not 0 < rc < _MAX_REFCNT:
@@ -1403,7 +1410,7 @@ class AsyncioReader:
         key = (address, name, qual, filename, firstlineno, linetable, co_code, n_units)
         hit = self._codes.get(key)
         if hit is not None:
-            return hit
+            return key, hit
         names = self._read_strs([qual or name, filename])
         if names[0] is None or names[1] is None:
             return None
@@ -1425,7 +1432,7 @@ class AsyncioReader:
             self._codes.clear()
             self._lines.clear()
         self._codes[key] = code
-        return code
+        return key, code
 
     def _read_bytes(self, address: int) -> bytes | None:
         lay = self._l
@@ -1498,13 +1505,16 @@ class AsyncioReader:
         codes: dict[int, tuple[tuple[int, ...], _Code]] = {}
         for address, raw in zip(code_addrs, raws, strict=True):
             if raw is None:
+                errors += 1
                 continue
             try:
-                code = self._code(address, raw)
+                found = self._code(address, raw)
             except (_Torn, struct.error, MemoryReadError):
-                code = None
-            if code is not None:
-                codes[address] = ((address, hash(code.linetable)), code)
+                found = None
+            if found is None:
+                errors += 1
+            else:
+                codes[address] = found
         # Names: task names (cached per task), 3.8-3.10 generator qualnames (per pass).
         quals = sorted({link.qualname_ptr for w in walks for link in w.links if link.qualname_ptr})
         qual_names = dict(zip(quals, self._read_strs(quals), strict=True))
@@ -1523,13 +1533,16 @@ class AsyncioReader:
             name = self._names.get(name_ptrs[w.name_ptr], "?")
             chain: list[TaskAwait] = []
             innermost: tuple[str, str] | None = None
-            ended_early = False
+            # The end object counts only if every link before it was provably inside an
+            # await: links past a bare ``yield`` were read speculatively and are dropped.
+            end_valid = bool(w.links)
             for link in w.links:
                 entry = codes.get(link.code)
                 if entry is None:
-                    if link.qualname_ptr and qual_names.get(link.qualname_ptr):
-                        chain.append(TaskAwait(qual_names[link.qualname_ptr] or "?", "", 0))
-                    ended_early = True
+                    qual = qual_names.get(link.qualname_ptr) if link.qualname_ptr else None
+                    if qual:
+                        chain.append(TaskAwait(qual, "", 0))
+                    end_valid = False
                     break
                 key, code = entry
                 qualname = code.qualname
@@ -1542,15 +1555,13 @@ class AsyncioReader:
                 if link.yield_from is None:
                     link.yield_from = self._yield_from_ok(code, link.code, link)
                 if not link.yield_from:
-                    ended_early = link is not w.links[-1] or w.end_kind != _K_NONE
+                    end_valid = False
                     break
-            if w.broken:
-                errors += 0  # already counted when the read failed
             state = "running" if w.address in running_tasks and w.state == "pending" else w.state
             awaiting: str | None = None
-            if innermost is not None:
+            if state == "pending" and innermost is not None:
                 awaiting = awaiting_from_frame(*innermost)
-            end_kind = _K_NONE if ended_early else w.end_kind
+            end_kind = w.end_kind if end_valid else _K_NONE
             if awaiting is None and state == "pending":
                 if end_kind == _K_TASK:
                     inner_name = self._names.get(name_ptrs.get(w.end_name_ptr, (0, 0, 0)), "?")
