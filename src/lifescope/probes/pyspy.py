@@ -236,7 +236,7 @@ class StacksProbe(Probe):
             stderr=subprocess.STDOUT,  # the "Samples: N Errors: E" line goes to stdout
         )
         try:
-            err, _ = self.process.communicate(timeout=seconds + 15)
+            err, _ = self.process.communicate(timeout=seconds + 5)
         except subprocess.TimeoutExpired:
             self.process.kill()
             err, _ = self.process.communicate()

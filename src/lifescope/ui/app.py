@@ -10,7 +10,10 @@ intermediate repaints.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -124,6 +127,12 @@ class LifescopeApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        # SIGTERM/SIGHUP (a closed SSH session) end the app the normal way, so on_unmount
+        # stops the collector and the demo's children by pid instead of orphaning them.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.exit, 0)
         self._start_source()
         self.set_interval(REFRESH_S, self.refresh_views)
         self.call_later(self.refresh_views)

@@ -1,0 +1,179 @@
+"""Faults against real processes: the target dies, py-spy is missing or hangs, signals,
+tiny terminals, many threads. lifescope must explain itself and never make things worse."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+
+from textual.widgets import DataTable, Static
+
+from lifescope.analysis import report
+from lifescope.session import collect
+from lifescope.ui.app import LifescopeApp
+from lifescope.ui.panes import Pane
+from tests.conftest import PYTHON, wait_for
+
+BUSY = """
+import threading, time
+def spin():
+    while True:
+        sum(range(100))
+threading.Thread(target=spin, name="spinner", daemon=True).start()
+print("READY", flush=True)
+time.sleep(120)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in "ZX"
+
+
+async def settle(pilot, predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if predicate():
+            return
+        await pilot.pause(0.2)
+    raise AssertionError("state not reached")
+
+
+async def test_target_exit_keeps_data_and_quits_cleanly(python_target) -> None:  # type: ignore[no-untyped-def]
+    proc = python_target(BUSY)
+    app = LifescopeApp(proc.pid)
+    async with app.run_test(size=(80, 24)) as pilot:
+        threads = app.query_one("#threads", Pane).query_one(DataTable)
+        await settle(pilot, lambda: threads.row_count > 0)
+        collector_pid = app.collector.pid if app.collector else 0
+        proc.kill()
+        proc.wait()
+        header = app.query_one("#header", Static)
+        await settle(pilot, lambda: "TARGET GONE" in str(header.render()))
+        assert threads.row_count > 0, "the data seen before the exit must stay on screen"
+        await pilot.press("q")
+    assert app.return_code == 0
+    wait_for(lambda: not alive(collector_pid), timeout=5)
+
+
+def test_missing_pyspy_disables_stacks_only(python_target, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("LIFESCOPE_PYSPY", "/nonexistent/py-spy")
+    proc = python_target(BUSY)
+    result = report.build(collect(proc.pid, 2.0).window())
+    probes = {p.name: p for p in result.probes}
+    for name in ("stacks", "dump"):
+        assert probes[name].status == "unavailable"
+        assert probes[name].remedy and "pip install py-spy" in probes[name].remedy
+    for name in ("gil", "threads", "sockets"):
+        assert probes[name].status == "ok", probes[name]
+    assert result.gil.held_share is not None and result.gil.held_share > 0.8
+
+
+def test_a_stopped_pyspy_is_replaced(python_target) -> None:  # type: ignore[no-untyped-def]
+    """SIGSTOP the running py-spy: the window times out, the probe kills it and goes on."""
+    from lifescope.session import CollectorProcess
+    from lifescope.timeline import Timeline
+
+    proc = python_target(BUSY)
+    collector = CollectorProcess(proc.pid, probes=("stacks", "threads"))
+    timeline = Timeline()
+    stopped: list[int] = []
+    try:
+        samples = collector.samples()
+        started = time.monotonic()
+        for sample in samples:
+            timeline.add(sample)
+            if not stopped and time.monotonic() - started > 1.5:
+                out = subprocess.run(
+                    ["pgrep", "-P", str(collector.pid), "py-spy"], capture_output=True, text=True
+                )
+                for pid in out.stdout.split():
+                    os.kill(int(pid), signal.SIGSTOP)
+                    stopped.append(int(pid))
+            if time.monotonic() - started > 12:
+                break
+    finally:
+        collector.stop()
+        for pid in stopped:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert stopped, "no py-spy child was found to stop"
+    assert all(not alive(pid) for pid in stopped), "the hung py-spy must have been killed"
+    windows = [w for w in timeline.stacks if w.t > timeline.first_t + 8]  # type: ignore[operator]
+    assert windows, "stack windows must resume after the hang"
+    assert timeline.statuses["stacks"].status == "ok"
+
+
+def test_sigterm_to_the_ui_stops_the_collector(python_target, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    proc = python_target(BUSY)
+    ui = subprocess.Popen(
+        [PYTHON, "-m", "lifescope", "attach", str(proc.pid)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, TERM="xterm"),
+    )
+    try:
+
+        def collector_pids() -> list[int]:
+            out = subprocess.run(
+                ["pgrep", "-f", f"lifescope.collector {proc.pid}"], capture_output=True, text=True
+            )
+            return [int(p) for p in out.stdout.split()]
+
+        wait_for(collector_pids, timeout=15)
+        children = collector_pids()
+        ui.send_signal(signal.SIGTERM)
+        ui.wait(10)
+        wait_for(lambda: not any(alive(pid) for pid in children), timeout=10)
+        assert alive(proc.pid), "the target is never harmed"
+        assert open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "T"
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+            ui.wait()
+
+
+async def test_tiny_terminal_and_back(python_target) -> None:  # type: ignore[no-untyped-def]
+    proc = python_target(BUSY)
+    app = LifescopeApp(proc.pid)
+    async with app.run_test(size=(80, 24)) as pilot:
+        threads = app.query_one("#threads", Pane).query_one(DataTable)
+        await settle(pilot, lambda: threads.row_count > 0)
+        await pilot.resize_terminal(40, 12)
+        await pilot.pause(1.2)
+        assert app.renders > 0
+        await pilot.resize_terminal(80, 24)
+        renders = app.renders
+        await pilot.pause(1.2)
+        assert app.renders > renders, "still refreshing after the resize"
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+MANY_THREADS = """
+import threading, time
+for i in range(500):
+    threading.Thread(target=time.sleep, args=(120,), name=f"idle-{i}", daemon=True).start()
+print("READY", flush=True)
+time.sleep(120)
+"""
+
+
+def test_five_hundred_threads_stay_bounded(python_target) -> None:  # type: ignore[no-untyped-def]
+    proc = python_target(MANY_THREADS)
+    started = time.monotonic()
+    result = report.build(collect(proc.pid, 3.0).window())
+    assert time.monotonic() - started < 15
+    assert len(result.threads) == 501
+    threads_probe = {p.name: p for p in result.probes}["threads"]
+    assert 5 <= threads_probe.rate_hz <= 15, threads_probe  # adapted down from 100 Hz
+    cost = result.cost.cpu_share
+    assert cost is not None
