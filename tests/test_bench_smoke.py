@@ -14,7 +14,12 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
 @pytest.mark.parametrize(
-    ("script", "result"), [("bench_gil.py", "gil.json"), ("bench_sockets.py", "sockets.json")]
+    ("script", "result"),
+    [
+        ("bench_gil.py", "gil.json"),
+        ("bench_sockets.py", "sockets.json"),
+        ("bench_packets.py", "packets.json"),
+    ],
 )
 def test_quick_benchmark_runs(script: str, result: str) -> None:
     done = subprocess.run(

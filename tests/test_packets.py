@@ -50,15 +50,11 @@ FIXTURE = Path(__file__).resolve().parent / "fixtures" / "packets-loopback.jsonl
 
 SERVER = """
 import socket, threading
-listener = socket.socket()
-listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-listener.bind(("127.0.0.1", 0))
-listener.listen(128)
-# A second listener with a tiny backlog that never accepts: its queue overflows, so the kernel
-# drops SYNs and clients retransmit them (used when recording the fixture).
-stuck = socket.socket()
-stuck.bind(("127.0.0.1", 0))
-stuck.listen(0)
+HOST, FAMILY = "127.0.0.1", socket.AF_INET
+listener = socket.create_server((HOST, 0), family=FAMILY, backlog=128)
+# A second listener with a tiny backlog that does not accept until asked to (GET /drain): its
+# queue overflows, so the kernel drops SYNs and clients retransmit them (for the fixture).
+stuck = socket.create_server((HOST, 0), family=FAMILY, backlog=0)
 
 def serve(conn):
     buf = b""
@@ -246,6 +242,8 @@ def test_handshake_first_data_and_closes(server: tuple[Target, int, int]) -> Non
             assert "RST" not in kinds
     assert sum(s.kernel_dropped for s in cap.samples) == 0
     assert sum(s.captured for s in cap.samples) >= 7 * n
+    assert cap.probe.outgoing_copies == 0, "the kernel filter drops lo's outgoing copies"
+    assert cap.probe.malformed == 0
     assert all(s.ports == tuple(sorted((port, stuck_port))) for s in cap.samples)
 
     # the same capture through the analysis
@@ -269,6 +267,88 @@ def test_http_lines_only_when_asked(server: tuple[Target, int, int]) -> None:
         lines = [(e.src == client, e.line) for e in groups[client] if e.kind == "DATA"]
         assert lines == [(True, f"GET /item/{i}?q=x HTTP/1.1"), (False, "HTTP/1.1 200 OK")]
         assert all(e.line is None for e in groups[client] if e.kind != "DATA")
+
+
+def test_ipv6_loopback(python_target: Callable[..., subprocess.Popen[bytes]]) -> None:
+    """The filter's IPv6 path in the real kernel: [::1] connections are captured like v4 ones."""
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    code = SERVER.replace(
+        'HOST, FAMILY = "127.0.0.1", socket.AF_INET', 'HOST, FAMILY = "::1", socket.AF_INET6'
+    )
+    proc = python_target(code)
+    port = int(proc.ready_line.split()[0])
+    with capture(resolve(proc.pid), http_lines=True) as cap:
+        sock = socket.create_connection(("::1", port), timeout=5)
+        client = f"[::1]:{sock.getsockname()[1]}"
+        sock.sendall(b"GET /v6 HTTP/1.1\r\nHost: t\r\n\r\n")
+        got = b""
+        while not got.endswith(b"ok"):
+            got += sock.recv(4096)
+        sock.close()
+    evs = by_client(cap.events, port)[client]
+    assert [e.kind for e in evs][:5] == ["SYN", "SYNACK", "ACK", "DATA", "DATA"]
+    assert evs[3].line == "GET /v6 HTTP/1.1" and evs[4].line == "HTTP/1.1 200 OK"
+    assert evs[0].dst == f"[::1]:{port}"
+    assert (evs[2].t - evs[0].t) * 1000 < 5.0
+
+
+NETNS_SERVER = """
+import ctypes, fcntl, socket, struct, threading, time
+# A network namespace of our own (as in a container), its loopback brought up by hand.
+if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:
+    print("READY unshare-failed", flush=True)
+    raise SystemExit(0)
+s = socket.socket()
+flags = struct.unpack_from("H", fcntl.ioctl(s, 0x8913, struct.pack("16sH14x", b"lo", 0)), 16)[0]
+fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))
+listener = socket.create_server(("127.0.0.1", 0))
+port = listener.getsockname()[1]
+
+def serve():
+    while True:
+        conn, _ = listener.accept()
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 204 No Content\\r\\n\\r\\n")
+        conn.close()
+
+def clients():  # traffic that exists only inside this namespace
+    while True:
+        time.sleep(0.05)
+        c = socket.create_connection(("127.0.0.1", port))
+        c.sendall(b"GET /inside HTTP/1.1\\r\\n\\r\\n")
+        c.recv(100)
+        c.close()
+
+threading.Thread(target=serve, daemon=True).start()
+threading.Thread(target=clients, daemon=True).start()
+print("READY", port, flush=True)
+time.sleep(120)
+"""
+
+
+def test_captures_inside_the_targets_network_namespace(
+    python_target: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a network namespace")
+    proc = python_target(NETNS_SERVER)
+    if proc.ready_line == "unshare-failed":
+        pytest.skip("unshare(CLONE_NEWNET) not permitted here")
+    port = int(proc.ready_line)
+    target = resolve(proc.pid)
+    from lifescope.probes.netns import same_netns
+
+    assert not same_netns(proc.pid)
+    with capture(target, http_lines=True) as cap:
+        wait_for(lambda: sum(e.kind == "DATA" for e in cap.events) >= 4, 5)
+    assert cap.probe.ports == (port,)
+    kinds = {e.kind for e in cap.events}
+    assert {"SYN", "SYNACK", "ACK", "DATA", "FIN"} <= kinds
+    assert "GET /inside HTTP/1.1" in {e.line for e in cap.events}
+    assert sum(s.kernel_dropped for s in cap.samples) == 0
 
 
 def test_tls_client_hello_is_recognised_not_decoded(server: tuple[Target, int, int]) -> None:
@@ -297,6 +377,26 @@ def test_keepalive_requests_after_the_first_are_counted_not_emitted(
     assert kinds.count("DATA") == 2
     assert cap.probe.later_payloads >= 8
     assert not cap.probe._conns, "finished connections must leave the table"
+
+
+def test_over_the_event_budget_whole_connections_are_kept(
+    server: tuple[Target, int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real traffic against a tiny budget: sampled connections stay complete, the rest counted."""
+    from lifescope.probes import packets as packets_module
+
+    monkeypatch.setattr(packets_module, "MAX_EVENTS_PER_SAMPLE", 10)
+    target, port, _ = server
+    with capture(target) as cap:
+        clients = [request(port, f"/{i}")[0] for i in range(12)]
+    groups = by_client(cap.events, port)
+    seen = [c for c in clients if c in groups]
+    assert seen and len(seen) < len(clients)
+    for client in seen:
+        kinds = [e.kind for e in groups[client]]
+        assert kinds[:3] == ["SYN", "SYNACK", "ACK"] and kinds.count("DATA") == 2, kinds
+    assert cap.probe.events_suppressed > 0
+    assert any(s.status == "degraded" for s in cap.statuses)
 
 
 def test_target_gone(python_target: Callable[..., subprocess.Popen[bytes]]) -> None:

@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     attach = sub.add_parser("attach", help="open the live UI on a running Python process")
     attach.add_argument("pid", help="process id of a CPython 3.8–3.13 process")
     attach.add_argument("--record", metavar="FILE", help="also record the session to FILE")
+    attach.add_argument(
+        "--http-lines",
+        action="store_true",
+        help="keep HTTP/1.x request/status lines from packets (opt-in)",
+    )
     _add_version(attach)
 
     snap = sub.add_parser("snapshot", help="sample headless for N seconds and print a report")
@@ -56,12 +61,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="T",
         help="with --from: end of the window, seconds from the recording's start",
     )
+    snap.add_argument(
+        "--http-lines",
+        action="store_true",
+        help="keep HTTP/1.x request/status lines from packets (opt-in)",
+    )
     _add_version(snap)
 
     record = sub.add_parser("record", help="record a session headless to a file (mode 0600)")
     record.add_argument("pid", help="process id of a CPython 3.8–3.13 process")
     record.add_argument("-o", "--output", required=True, metavar="FILE")
     record.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
+    record.add_argument(
+        "--http-lines",
+        action="store_true",
+        help="keep HTTP/1.x request/status lines from packets (opt-in)",
+    )
     _add_version(record)
 
     replay = sub.add_parser("replay", help="open the UI on a recording")
@@ -146,7 +161,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
             return 2
         pid = _target_or_exit(args.pid)
         try:
-            timeline = collect(pid, args.seconds or 3.0)
+            timeline = collect(pid, args.seconds or 3.0, http_lines=args.http_lines)
         except CollectorFailed as exc:
             print(f"lifescope: {exc}", file=sys.stderr)
             return 1
@@ -163,7 +178,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     from lifescope.ui.app import LifescopeApp
 
     pid = _target_or_exit(args.pid)
-    app = LifescopeApp(pid, record=args.record)
+    app = LifescopeApp(pid, record=args.record, http_lines=args.http_lines)
     app.run()
     return app.return_code or 0
 
@@ -173,6 +188,8 @@ def cmd_record(args: argparse.Namespace) -> int:
 
     pid = _target_or_exit(args.pid)
     argv = [str(pid), "--output", args.output]
+    if args.http_lines:
+        argv.append("--http-lines")
     if args.seconds is not None:
         argv += ["--seconds", str(args.seconds)]
     return collector.main(argv)

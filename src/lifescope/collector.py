@@ -27,24 +27,28 @@ from typing import BinaryIO
 from lifescope import __version__, stream
 from lifescope.probes.base import Emit, Probe
 from lifescope.probes.gil import GilProbe
+from lifescope.probes.packets import PacketsProbe
 from lifescope.probes.pyspy import DumpProbe, StacksProbe
 from lifescope.probes.sockets import SocketsProbe
 from lifescope.probes.threads import ThreadsProbe
 from lifescope.samples import CollectorCost, Hello, TargetGone
 from lifescope.target import Target, TargetError, parse_pid, resolve
 
-PROBES = ("gil", "threads", "stacks", "dump", "sockets")
+PROBES = ("gil", "threads", "stacks", "dump", "sockets", "packets")
 FLUSH_EVERY_S = 0.1
 """Stream latency bound; also what a SIGKILLed recording can lose at most."""
 
 
-def build_probes(target: Target, emit: Emit, names: Sequence[str]) -> list[Probe]:
+def build_probes(
+    target: Target, emit: Emit, names: Sequence[str], http_lines: bool = False
+) -> list[Probe]:
     factories = {
         "gil": lambda: GilProbe(target, emit),
         "threads": lambda: ThreadsProbe(target, emit),
         "stacks": lambda: StacksProbe(target, emit),
         "dump": lambda: DumpProbe(target, emit),
         "sockets": lambda: SocketsProbe(target, emit),
+        "packets": lambda: PacketsProbe(target, emit, http_lines=http_lines),
     }
     return [factories[name]() for name in names]
 
@@ -64,11 +68,17 @@ def _rss_bytes() -> int:
 class Collector:
     """Owns the probes and the one writer; everything else only enqueues samples."""
 
-    def __init__(self, target: Target, out: BinaryIO, probes: Sequence[str] = PROBES) -> None:
+    def __init__(
+        self,
+        target: Target,
+        out: BinaryIO,
+        probes: Sequence[str] = PROBES,
+        http_lines: bool = False,
+    ) -> None:
         self.target = target
         self.out = out
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self.probes = build_probes(target, self._queue.put, probes)
+        self.probes = build_probes(target, self._queue.put, probes, http_lines)
         self._stop = threading.Event()
 
     def stop(self, *_: object) -> None:
@@ -217,6 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--output", "-o", default="-", help="file to write, or - for stdout")
     parser.add_argument("--record", default=None, help="also save the stream to this file")
+    parser.add_argument(
+        "--http-lines",
+        action="store_true",
+        help="keep the first line of HTTP/1.x requests and responses (opt-in)",
+    )
     parser.add_argument("--probes", default=",".join(PROBES), help="comma-separated probe names")
     parser.add_argument("--version", action="version", version=f"lifescope {__version__}")
     args = parser.parse_args(argv)
@@ -244,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     out = Tee(*outs) if len(outs) > 1 else outs[0]
-    collector = Collector(target, out, names)  # type: ignore[arg-type]
+    collector = Collector(target, out, names, http_lines=args.http_lines)  # type: ignore[arg-type]
     signal.signal(signal.SIGTERM, collector.stop)
     signal.signal(signal.SIGINT, collector.stop)
     signal.signal(signal.SIGHUP, collector.stop)

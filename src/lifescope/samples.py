@@ -69,6 +69,10 @@ class Frame:
     name: str
     file: str
     line: int
+    code: str | None = None
+    """The source line, for frames that were innermost in a sample: when a thread sits in a
+    C function (sqlite3's execute, time.sleep) py-spy shows only its Python caller, and the
+    line `cur.execute(...)` is what tells a database wait from a sleep."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +224,8 @@ class PacketsSample:
     """Packets the kernel dropped for us since the previous sample (PACKET_STATISTICS)."""
     ports: tuple[int, ...] = ()
     """The target's listening ports the filter was built for."""
+    events_suppressed: int = 0
+    """Events counted but not sent because the per-sample budget was spent (a flood)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,10 +32,13 @@ class CollectorProcess:
         probes: Sequence[str] | None = None,
         python: str = sys.executable,
         record: str | None = None,
+        http_lines: bool = False,
     ) -> None:
         argv = [python, "-m", "lifescope.collector", str(pid)]
         if record is not None:
             argv += ["--record", record]
+        if http_lines:
+            argv.append("--http-lines")
         if seconds is not None:
             argv += ["--seconds", str(seconds)]
         if probes:
@@ -83,10 +86,12 @@ class CollectorProcess:
         self._stderr.close()
 
 
-def collect(pid: int, seconds: float, probes: Sequence[str] | None = None) -> Timeline:
+def collect(
+    pid: int, seconds: float, probes: Sequence[str] | None = None, http_lines: bool = False
+) -> Timeline:
     """Run a collector for `seconds` and return everything it saw (the `snapshot` path)."""
     timeline = Timeline()
-    collector = CollectorProcess(pid, seconds=seconds, probes=probes)
+    collector = CollectorProcess(pid, seconds=seconds, probes=probes, http_lines=http_lines)
     try:
         for sample in collector.samples():
             timeline.add(sample)

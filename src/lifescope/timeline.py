@@ -16,10 +16,12 @@ from lifescope.samples import (
     GilOwnership,
     GilRuns,
     Hello,
+    PacketsSample,
     ProbeStatus,
     SocketsSample,
     StacksWindow,
     TargetGone,
+    TasksSample,
     ThreadsSample,
 )
 
@@ -40,6 +42,8 @@ class Window:
     gone: TargetGone | None
     gil_runs: tuple[GilRuns, ...] = ()
     gil_info: GilInfo | None = None
+    tasks: tuple[TasksSample, ...] = ()
+    packets: tuple[PacketsSample, ...] = ()
 
     @property
     def seconds(self) -> float:
@@ -59,6 +63,8 @@ class Timeline:
         self.costs: deque[CollectorCost] = deque(maxlen=maxlen // 10)
         self.gil_runs: deque[GilRuns] = deque(maxlen=maxlen // 10)
         self.gil_info: GilInfo | None = None
+        self.tasks: deque[TasksSample] = deque(maxlen=maxlen // 100)
+        self.packets: deque[PacketsSample] = deque(maxlen=maxlen // 10)
         self.first_t: float | None = None
         self.last_t: float | None = None
         self.received = 0
@@ -87,6 +93,10 @@ class Timeline:
                 self._append(self.gil_runs, sample)
             case GilInfo():
                 self.gil_info = sample
+            case TasksSample():
+                self._append(self.tasks, sample)
+            case PacketsSample():
+                self._append(self.packets, sample)
             case ProbeStatus():
                 self.statuses[sample.probe] = sample
             case TargetGone():
@@ -122,4 +132,6 @@ class Timeline:
             gone=self.gone,
             gil_runs=tuple(r for r in self.gil_runs if r.t >= start and r.start <= end),
             gil_info=self.gil_info,
+            tasks=cut(self.tasks),
+            packets=cut(self.packets),
         )

@@ -11,7 +11,7 @@ import statistics
 import time
 from pathlib import Path
 
-from lifescope.demo.children import DemoServer, LoadGen
+from lifescope.demo.children import DemoServer, start_load
 from lifescope.samples import CollectorCost, ThreadsSample
 from lifescope.session import CollectorProcess
 from lifescope.timeline import Timeline
@@ -24,8 +24,15 @@ def rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def test_collector_soak(loaded_demo: tuple[DemoServer, LoadGen]) -> None:
-    server, load = loaded_demo
+def test_collector_soak(demo_server: DemoServer) -> None:
+    server = demo_server
+    load = start_load(
+        server.url,
+        rate=30,
+        concurrency=6,
+        duration=SECONDS + 30,
+        mix="fast=5,db=2,sleep=2,bigjson=1",
+    )
     collector = CollectorProcess(server.pid)
     timeline = Timeline()
     rss: list[tuple[float, int]] = []
@@ -40,9 +47,10 @@ def test_collector_soak(loaded_demo: tuple[DemoServer, LoadGen]) -> None:
                 next_probe = now + 1.0
             if now - started >= SECONDS:
                 break
+        assert load.running, "the load generator must have run the whole time"
     finally:
         collector.stop()
-    assert load.running, "the load generator must have run the whole time"
+        load.stop()
     costs = list(timeline.costs)
     assert costs and all(n == 0 for _, n in costs[-1].errors), costs[-1].errors
     assert {s.status for s in timeline.statuses.values()} == {"ok"}, timeline.statuses

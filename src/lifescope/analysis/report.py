@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
+from lifescope import rules as layer_rules
 from lifescope import syscalls
-from lifescope.analysis import concurrency, connections, gil
+from lifescope.analysis import concurrency, connections, gil, layers
+from lifescope.analysis import packets as packet_analysis
 from lifescope.analysis.frames import innermost_app, label
 from lifescope.samples import Socket, SocketsSample
 from lifescope.timeline import Window
 
 SNAPSHOT_SCHEMA = "lifescope.snapshot/1"
-PROBE_ORDER = ("gil", "threads", "stacks", "dump", "sockets")
+PROBE_ORDER = ("gil", "threads", "stacks", "dump", "sockets", "packets")
 
 _STATE_WORDS = {
     "R": "running",
@@ -159,6 +162,29 @@ STATE_CHARS = {"python": "█", "native": "▆", "gil-wait": "▒", "io": "▁",
 
 
 @dataclass(frozen=True, slots=True)
+class InFlightView:
+    layer: str
+    since_ms: float | None
+    evidence: str
+    thread: str | None
+    task: str | None
+    conn: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LayersView:
+    shares: tuple[tuple[str, float], ...]
+    now: tuple[tuple[str, int], ...]
+    in_flight: tuple[InFlightView, ...]
+    measured: str
+
+
+@lru_cache(maxsize=1)
+def builtin_rules() -> tuple[layer_rules.Rule, ...]:
+    return layer_rules.load()[0]
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     pid: int | None
     python: str | None
@@ -174,6 +200,8 @@ class Report:
     gone: str | None
     loops: tuple[LoopView, ...] = ()
     model: str | None = None
+    layers: LayersView | None = None
+    packets: packet_analysis.PacketsView | None = None
 
 
 def _ratio(part: float, whole: float) -> float | None:
@@ -190,6 +218,7 @@ def _probe_views(window: Window) -> tuple[ProbeView, ...]:
         "threads": len(window.threads),
         "dump": len(window.dumps),
         "sockets": len(window.sockets),
+        "packets": sum(p.captured for p in window.packets),
         "stacks": sum(w.samples for w in window.stacks),
     }
     views = []
@@ -426,6 +455,13 @@ def _idle_ms(sock: Socket) -> int | None:
     return min(sock.last_data_recv_ms, sock.last_data_sent_ms)
 
 
+def _packets_view(window: Window) -> packet_analysis.PacketsView | None:
+    status = next((s for s in window.statuses if s.probe == "packets"), None)
+    if not window.packets and status is None:
+        return None
+    return packet_analysis.packets_view(window.packets, status=status.status if status else "ok")
+
+
 def _cost_view(window: Window) -> CostView:
     costs = window.costs
     if not costs:
@@ -437,7 +473,7 @@ def _cost_view(window: Window) -> CostView:
     return CostView(cpu, costs[-1].rss_bytes, errors)
 
 
-def build(window: Window) -> Report:
+def build(window: Window, rules: tuple[layer_rules.Rule, ...] | None = None) -> Report:
     hello = window.hello
     uptime = None
     if hello is not None and window.end:
@@ -452,6 +488,16 @@ def build(window: Window) -> Report:
     conn_stats = connections.analyse(window.sockets, latest_threads)
     threads = _thread_views(window, conc, stats, history, conn_stats)
     names = {t.tid: t.name for t in threads}
+    layer_stats = layers.analyse(
+        window.stacks,
+        window.sockets,
+        conn_stats,
+        window.tasks,
+        rules if rules is not None else builtin_rules(),
+        window.start,
+        window.end,
+        conc.roles,
+    )
     loops = tuple(
         LoopView(
             tid=loop.tid,
@@ -483,6 +529,23 @@ def build(window: Window) -> Report:
         gone=window.gone.reason if window.gone else None,
         loops=loops,
         model=conc.model,
+        packets=_packets_view(window),
+        layers=LayersView(
+            shares=tuple(layer_stats.shares.items()),
+            now=tuple(sorted(layer_stats.now.items())),
+            in_flight=tuple(
+                InFlightView(
+                    f.layer,
+                    None if f.since_s is None else round(f.since_s * 1000, 1),
+                    f.evidence,
+                    None if f.thread is None else names.get(f.thread, str(f.thread)),
+                    f.task,
+                    f.conn,
+                )
+                for f in layer_stats.in_flight
+            ),
+            measured=layer_stats.measured,
+        ),
     )
 
 
@@ -566,6 +629,19 @@ def to_json(report: Report) -> dict[str, object]:
             for loop in report.loops
         ],
         "model": report.model,
+        "layers": dict(report.layers.shares) if report.layers else None,
+        "packets": report.packets.summary.as_dict() if report.packets else None,
+        "in_flight": [
+            {
+                "layer": f.layer,
+                "since_ms": f.since_ms,
+                "evidence": f.evidence,
+                "thread": f.thread,
+                "conn": f.conn,
+                "task": f.task,
+            }
+            for f in (report.layers.in_flight if report.layers else ())
+        ],
         "connections": {
             "listen": [
                 {

@@ -26,9 +26,18 @@ clients retransmit SYNs — layer L0 of a request, which no socket table shows.
   the filter drops the outgoing copy in the kernel, and :meth:`PacketsProbe._drain` checks
   ``sll_pkttype == PACKET_OUTGOING`` again in case ``lo`` is not the interface the filter expected.
   The kernel copies only headers + 8 payload bytes per packet (headers + 256 with ``http_lines``).
-* headers are parsed with ``struct`` (:func:`parse_segment`), not scapy: a scapy dissection costs
-  ~100 µs per packet, which at the 18–56k/s above is more than a core; a ``struct.unpack_from``
-  of the fixed headers costs ~1 µs, and nothing beyond the fixed headers is needed.
+* headers are parsed with ``struct`` (:func:`parse_segment`), not scapy: ``scapy.IP(data)``
+  costs ~95 µs per packet here, more than a core at the 18–56k/s above; unpacking the fixed
+  headers costs ~0.5 µs, and nothing beyond the fixed headers is needed.
+* what it costs (``bench/bench_packets.py``, 2 cores, loopback, the probe in its own process and
+  encoding its samples like the collector): 6.5k short connections/s = ~55k filtered packets/s at
+  ~53 % of a core; 105k keep-alive payload packets/s at ~62 %; 88k streamed segments/s at ~43 %;
+  no kernel drops. That is ~5 µs a packet, ~3.5 µs of which is the ``recvmsg`` syscall itself on
+  this VM (measured alone), so a ``PACKET_RX_RING`` (TPACKET_V3, no syscall per packet) is the
+  next step if that is ever too much. A queued packet takes ~830 bytes of the 4 MiB buffer (skb
+  truesize), so the buffer rides out ~10k packets, a ~200 ms stall at 50k packets/s; starved of
+  CPU for longer (seen when the 2 cores were shared with other busy processes), the kernel drops
+  and ``kernel_dropped`` says so.
 
 **Timestamps**: ``SO_TIMESTAMPNS`` makes the kernel attach the receive time of each packet
 (``CLOCK_REALTIME``, stamped when the device handed the packet over, before any scheduling delay of
@@ -37,7 +46,7 @@ measured as the tightest of three bracketed clock reads, re-measured with every 
 and adopted only when it moved by more than 50 µs (an NTP step or accumulated slew). Differences
 between two packets — handshake times — therefore come straight from kernel timestamps and are
 exact to the nanosecond unless an adjustment falls between them. On loopback SYN → SYN-ACK
-measures 16–50 µs here.
+measures 5–25 µs here (the recorded fixture), SYN → ACK under 50 µs.
 
 **Per-connection state** exists only to emit the *first* payload segment of each direction: an
 entry is created at a client's SYN, remembers both initial sequence numbers (to recognise the
@@ -45,7 +54,7 @@ handshake's ACK: ``ack == server ISN + 1``, and SYN retransmissions: same ISN ag
 when both first payloads, a RST, or both FINs have been seen. The table is an insertion-ordered
 LRU of at most :data:`MAX_CONNECTIONS` entries. Connections that were already open when the
 probe started have no entry; their payload is counted, not emitted. FIN and RST are emitted for
-every connection, tracked or not.
+every connection, tracked or not, unless over the event budget (:data:`MAX_EVENTS_PER_SAMPLE`).
 
 **Privacy**: payload bytes are never stored. Without ``http_lines`` the kernel hands us at most 8
 payload bytes per packet, enough to recognise a TLS ClientHello (record type 0x16, version 0x03,
@@ -112,9 +121,13 @@ MAX_CONNECTIONS: Final = 65_536
 SYN flood; the oldest entries go first."""
 
 MAX_EVENTS_PER_SAMPLE: Final = 4_096
-"""Events sent per 0.25 s sample (~16k/s, ~7 events per short connection, so ~2k new connections a
-second in full). Beyond that, events are counted in ``events_suppressed`` and the status says
-``degraded``: the stream and the UI must stay bounded under a SYN flood."""
+"""Soft bound on events per 0.25 s sample (~16k/s; a short connection makes ~7 events, so ~2k new
+connections a second are seen in full). The stream and the UI must stay bounded under a SYN flood,
+yet a cut through the middle of connections would bias the handshake statistics, so the probe
+samples *whole connections*: past this bound it stops tracking new ones (their SYNs and closes
+are counted in ``events_suppressed``, not sent) but still reports the connections it already
+tracks, up to twice the bound. Measured in ``bench/bench_packets.py``: 6.6k connections/s gave
+~16k events/s sent, the rest counted. The status says ``degraded`` while this happens."""
 
 DRAIN_BUDGET: Final = 20_000
 """Packets read in one go before looking at the clock again (so samples stay on time)."""
@@ -371,6 +384,7 @@ class PacketsProbe(Probe):
         self.later_payloads = 0
         self.other_acks = 0
         self.malformed = 0
+        self.outgoing_copies = 0  # lo's second copies that got past the kernel filter (expect 0)
         self.events_suppressed = 0
         self.captured_total = 0
         self.dropped_total = 0
@@ -414,7 +428,7 @@ class PacketsProbe(Probe):
             )
             return
         except OSError as exc:
-            if exc.errno in (errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT, errno.EINVAL):
+            if exc.errno in (errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT, errno.ESOCKTNOSUPPORT):
                 self.set_status(
                     "unavailable",
                     f"packet sockets are not available here ({exc.strerror})",
@@ -552,9 +566,15 @@ class PacketsProbe(Probe):
             self._update_status()
 
     def _event(
-        self, kind: str, anc: list[tuple[int, int, bytes]], seg: _Parsed, line: str | None = None
+        self,
+        kind: str,
+        anc: list[tuple[int, int, bytes]],
+        seg: _Parsed,
+        line: str | None = None,
+        tracked: bool = False,
     ) -> None:
-        if len(self._events) >= MAX_EVENTS_PER_SAMPLE:
+        """Queue one event; ``tracked`` ones (of a connection in the table) get twice the room."""
+        if len(self._events) >= (2 * MAX_EVENTS_PER_SAMPLE if tracked else MAX_EVENTS_PER_SAMPLE):
             self.events_suppressed += 1
             self._suppressed_at = time.monotonic()
             return
@@ -596,7 +616,8 @@ class PacketsProbe(Probe):
                 return
             self.packets += 1
             if addr[2] == PACKET_OUTGOING and addr[0] == "lo":
-                continue  # loopback's second copy; normally already dropped by the filter
+                self.outgoing_copies += 1  # normally already dropped by the filter
+                continue
             handle(data, anc)
 
     def _handle(self, data: bytes, anc: list[tuple[int, int, bytes]]) -> None:
@@ -616,25 +637,31 @@ class PacketsProbe(Probe):
             return  # a port between two listening ports (range filter), or a stale filter
         conns = self._conns
         if flags & TH_RST:
-            self._event("RST", anc, seg)
-            conns.pop(key, None)
+            self._event("RST", anc, seg, tracked=conns.pop(key, None) is not None)
             return
         if flags & TH_SYN:
+            conn = conns.get(key)
             if flags & TH_ACK:
-                conn = conns.get(key)
                 if conn is not None and not to_server:
                     conn.synack = seq
-                self._event("SYNACK", anc, seg)
+                self._event("SYNACK", anc, seg, tracked=conn is not None)
                 return
-            self._event("SYN", anc, seg)
-            if to_server:
-                conn = conns.get(key)
-                if conn is None or conn.client_isn != seq:  # a new connection, not a retransmit
-                    if conn is None and len(conns) >= MAX_CONNECTIONS:
-                        conns.popitem(last=False)
-                    conn = conns[key] = _Conn(seq)
-                if payload:  # TCP Fast Open: the SYN carries the first request bytes
-                    self._first_payload(conn, True, data, at, anc, seg)
+            if not to_server:  # a simultaneous open, not a client of ours: report, don't track
+                self._event("SYN", anc, seg)
+                return
+            if conn is None or conn.client_isn != seq:  # a new connection, not a retransmit
+                if conn is not None:
+                    del conns[key]
+                if len(self._events) >= MAX_EVENTS_PER_SAMPLE:  # over budget: skip it whole
+                    self.events_suppressed += 1
+                    self._suppressed_at = time.monotonic()
+                    return
+                if len(conns) >= MAX_CONNECTIONS:
+                    conns.popitem(last=False)
+                conn = conns[key] = _Conn(seq)
+            self._event("SYN", anc, seg, tracked=True)
+            if payload:  # TCP Fast Open: the SYN carries the first request bytes
+                self._first_payload(conn, True, data, at, anc, seg)
             return
         conn = conns.get(key)
         if payload:
@@ -655,12 +682,12 @@ class PacketsProbe(Probe):
                 and ack == (conn.synack + 1) & 0xFFFFFFFF
                 and not conn.client_data
             ):
-                self._event("ACK", anc, seg)
+                self._event("ACK", anc, seg, tracked=True)
                 conn.synack = None  # the handshake is done; later ACKs are not it
             else:
                 self.other_acks += 1
         if flags & TH_FIN:
-            self._event("FIN", anc, seg)
+            self._event("FIN", anc, seg, tracked=conn is not None)
             if conn is not None:
                 if to_server:
                     conn.client_fin = True
@@ -689,4 +716,4 @@ class PacketsProbe(Probe):
             conn.server_data = True
         if self.http_lines and kind == "DATA":
             line = http_first_line(head, request=to_server)
-        self._event(kind, anc, seg, line)
+        self._event(kind, anc, seg, line, tracked=True)

@@ -28,7 +28,7 @@ import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lifescope.analysis.frames import innermost_app, label
@@ -75,7 +75,9 @@ def classify_failure(stderr: str, pid: int) -> tuple[str, str, str]:
 
 
 def parse_chrometrace(
-    events: Sequence[dict[str, Any]], end_mono: float
+    events: Sequence[dict[str, Any]],
+    end_mono: float,
+    source: Callable[[str, int], str | None] | None = None,
 ) -> tuple[tuple[Frame, ...], tuple[StackSpan, ...], tuple[tuple[int, str], ...]]:
     """Turn py-spy's begin/end events into per-thread spans of identical stacks.
 
@@ -147,7 +149,45 @@ def parse_chrometrace(
         flush(pending_ts)
     for tid in list(current):
         close(tid, last_ts)
+    if source is not None:
+        innermost = {span.stack[0] for span in spans if span.stack}
+        for index in innermost:
+            frame = frames[index]
+            code = source(frame.file, frame.line)
+            if code is not None:
+                frames[index] = Frame(frame.name, frame.file, frame.line, code)
     return tuple(frames), tuple(spans), tuple(sorted(names.items()))
+
+
+class SourceLines:
+    """Source lines of the target's files, read from disk through /proc/PID/root.
+
+    Reading a file the target imported never touches the target. Paths go through its root
+    so a containerised server's files are found; files are cached, bounded in count.
+    """
+
+    MAX_FILES = 512
+
+    def __init__(self, pid: int) -> None:
+        self.root = f"/proc/{pid}/root"
+        self._files: dict[str, list[str] | None] = {}
+
+    def __call__(self, file: str, line: int) -> str | None:
+        if not file.startswith("/") or line <= 0:
+            return None
+        lines = self._files.get(file, ())
+        if lines == ():
+            if len(self._files) >= self.MAX_FILES:
+                self._files.clear()
+            try:
+                with open(self.root + file, encoding="utf-8", errors="replace") as handle:
+                    lines = handle.read(2_000_000).splitlines()
+            except OSError:
+                lines = None
+            self._files[file] = lines
+        if not lines or line > len(lines):
+            return None
+        return lines[line - 1].strip()[:160] or None
 
 
 class StacksProbe(Probe):
@@ -175,6 +215,7 @@ class StacksProbe(Probe):
         self.window_s = window_s
         self.native = native
         self.process: subprocess.Popen[bytes] | None = None
+        self.source = SourceLines(target.pid)
 
     def stop(self) -> None:
         super().stop()
@@ -259,7 +300,7 @@ class StacksProbe(Probe):
         samples, errors = (int(counts.group(1)), int(counts.group(2))) if counts else (0, 0)
         if isinstance(events, dict):
             events = events.get("traceEvents", [])
-        frames, spans, names = parse_chrometrace(events, ended)
+        frames, spans, names = parse_chrometrace(events, ended, self.source)
         start = max(started, ended - seconds)
         return StacksWindow(ended, start, frames, spans, names, samples, errors, self.rate_hz)
 

@@ -97,11 +97,13 @@ class LifescopeApp(App[int]):
         clock: Callable[[], float] = time.time,
         player: Player | None = None,
         record: str | None = None,
+        http_lines: bool = False,
     ) -> None:
         super().__init__()
         self.pid = pid
         self.player = player
         self.record = record
+        self.http_lines = http_lines
         self._last_tick = time.monotonic()
         self._source = source
         self.title_hint = title_hint
@@ -133,6 +135,7 @@ class LifescopeApp(App[int]):
         for sig in (signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.exit, 0)
+        self.set_class(self.size.width < 100, "narrow")
         self._start_source()
         self.set_interval(REFRESH_S, self.refresh_views)
         self.call_later(self.refresh_views)
@@ -145,7 +148,9 @@ class LifescopeApp(App[int]):
             self.timeline = self.player.timeline
             return
         if self._source is None and self.pid is not None:
-            self.collector = CollectorProcess(self.pid, record=self.record)
+            self.collector = CollectorProcess(
+                self.pid, record=self.record, http_lines=self.http_lines
+            )
             self._source = self.collector.samples
         if self._source is None:
             return

@@ -11,6 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Sparkline, Static
 
+from lifescope.analysis.packets import PacketsView
 from lifescope.analysis.report import ProbeView, Report, ThreadView
 from lifescope.ui.tables import bar, ensure_columns, pct, sync_rows
 
@@ -58,14 +59,46 @@ def _thread_label(thread: ThreadView) -> str:
     return thread.name or str(thread.tid)
 
 
-_PHASE_STYLE = {"accept-queue": "bold red", "handshake": "yellow", "request": "bold cyan",
-                "response": "bold magenta", "idle": "dim", "closing": "dim"}  # fmt: skip
+_PHASE_STYLE = {
+    "accept-queue": "bold red",
+    "handshake": "yellow",
+    "request": "bold cyan",
+    "response": "bold magenta",
+    "idle": "dim",
+    "closing": "dim",
+}
+
+
+def _packet_line(packets: PacketsView, probe: ProbeView | None) -> Text:
+    if probe is not None and probe.status in ("denied", "unavailable"):
+        return Text(f"packets: {probe.status} — {probe.remedy or probe.reason}", style="yellow")
+    summary = packets.summary.as_dict()
+    hs = summary.get("handshake_ms") or {}
+    p50 = hs.get("p50")
+    text = Text("packets: ", style="dim")
+    text.append(f"handshake p50 {p50:.2f}ms" if p50 is not None else "no handshakes")
+    text.append(f" · rst {summary['resets']}", style="bold red" if summary["resets"] else "")
+    text.append(
+        f" · syn-retrans {summary['retransmits']}",
+        style="bold red" if summary["retransmits"] else "",
+    )
+    if summary["kernel_dropped"]:
+        text.append(f" · dropped {summary['kernel_dropped']}", style="bold red")
+    if packets.notable:
+        last = packets.notable[-1]
+        text.append(f"\n{last.kind}: {last.detail}", style="yellow")
+    return text
 
 
 class ConnectionsPane(Pane):
     TITLE = "Connections"
-    COLUMNS = (("peer", "peer", None), ("phase", "phase", None), ("q", "rq/sq", None),
-               ("rtt", "rtt ms", None), ("thread", "thread", None))  # fmt: skip
+    COLUMNS = (
+        ("peer", "peer", None),
+        ("phase", "phase", None),
+        ("q", "rq/sq", None),
+        ("rtt", "rtt ms", None),
+        ("thread", "thread", None),
+    )
 
     def show(self, report: Report) -> None:
         conn = report.connections
@@ -74,8 +107,10 @@ class ConnectionsPane(Pane):
         for listener in conn.listen:
             full = listener.accept_queue > 0
             text.append(f"LISTEN {listener.local} ", style="bold")
-            text.append(f"queue {listener.accept_queue}/{listener.backlog}",
-                        style="bold red" if full else "green")  # fmt: skip
+            text.append(
+                f"queue {listener.accept_queue}/{listener.backlog}",
+                style="bold red" if full else "green",
+            )
             if listener.half_open:
                 text.append(f" syn {listener.half_open}", style="yellow")
             if listener.overflows:
@@ -86,8 +121,14 @@ class ConnectionsPane(Pane):
         if conn.fds is not None:
             limit = conn.fd_limit
             near = limit is not None and conn.fds >= 0.8 * limit
-            text.append(f" · fds {conn.fds}/{limit if limit is not None else '∞'}",
-                        style="bold red" if near else "")  # fmt: skip
+            text.append(
+                f" · fds {conn.fds}/{limit if limit is not None else '∞'}",
+                style="bold red" if near else "",
+            )
+        packets = report.packets
+        if packets is not None:
+            text.append("\n")
+            text.append_text(_packet_line(packets, self.probe(report, "packets")))
         self.set_summary(problem or text)
         rows = {
             f"{c.local}>{c.peer}": (
@@ -106,27 +147,81 @@ class ConnectionsPane(Pane):
         )
 
 
+LAYER_NAMES = {
+    "L0": "handshake",
+    "L1": "accept queue",
+    "L2": "read & parse",
+    "L3": "middleware",
+    "L4": "handler & I/O",
+    "L5": "write response",
+    "L6": "keep-alive",
+    "unknown": "not visible",
+}
+
+
 class LayersPane(Pane):
-    """Until the layer engine lands: where each thread's own code is, right now."""
+    """The essay's ladder, L0→L6: requests there now and their share of the window."""
 
     TITLE = "Request layers"
-    COLUMNS = (("thread", "thread", None), ("frame", "innermost application frame", None))
+    COLUMNS = (("layer", "layer", None), ("now", "now", None), ("share", "share of time", None))
+
+    def compose(self) -> ComposeResult:
+        yield Static("waiting for samples…", classes="summary")
+        yield DataTable(cursor_type="row", show_cursor=False, show_header=False, id="ladder")
+        yield DataTable(cursor_type="row", show_cursor=False, id="in-flight")
+
+    def on_mount(self) -> None:
+        self.border_title = self.TITLE
+        ensure_columns(self.query_one("#ladder", DataTable), self.COLUMNS)
+        ensure_columns(
+            self.query_one("#in-flight", DataTable),
+            (("layer", "layer", None), ("since", "for", None), ("evidence", "evidence", None)),
+        )
 
     def show(self, report: Report) -> None:
-        problem = _problem(self.probe(report, "stacks"))
-        self.set_summary(problem or Text("each thread's own code, now", style="dim"))
+        view = report.layers
+        if view is None:
+            return
+        measured = {
+            "stacks+tasks": "code: stacks + asyncio tasks",
+            "stacks": "code: thread stacks only (parked tasks not read)",
+            "none": "code: not visible",
+        }[view.measured]
+        self.set_summary(Text(f"kernel: sockets · {measured}", style="dim"))
+        now = dict(view.now)
+        shares = dict(view.shares)
         rows = {
-            str(t.tid): (_thread_label(t)[:16], t.top_frame or "—")
-            for t in report.threads[:MAX_ROWS]
+            layer: (
+                Text(f"{layer} {LAYER_NAMES[layer]}", style="bold" if now.get(layer) else "dim"),
+                str(now.get(layer, 0)),
+                bar(shares.get(layer, 0.0), 10),
+            )
+            for layer in LAYER_NAMES
         }
-        sync_rows(self.query_one(DataTable), rows)
-        self.border_subtitle = f"{len(report.threads)} threads"
+        sync_rows(self.query_one("#ladder", DataTable), rows)
+        flights = {
+            f"{i}": (
+                f.layer,
+                "—" if f.since_ms is None else f"{f.since_ms:.0f}ms",
+                f.evidence if f.thread is None else f"{f.evidence} [{f.thread}]",
+            )
+            for i, f in enumerate(view.in_flight[:MAX_ROWS])
+        }
+        sync_rows(self.query_one("#in-flight", DataTable), flights)
+        self.border_subtitle = f"{len(view.in_flight)} in flight · {report.window_s:.0f}s"
 
 
 _ROLE_SHORT = {"event-loop": "loop", "executor": "exec", "request": "req", "other": ""}
-_STATE_STYLE = {"python": "bold green", "native": "cyan", "gil-wait": "bold red",
-                "io": "blue", "lock": "yellow", "sleep": "dim", "other": "dim",
-                "running": "green"}  # fmt: skip
+_STATE_STYLE = {
+    "python": "bold green",
+    "native": "cyan",
+    "gil-wait": "bold red",
+    "io": "blue",
+    "lock": "yellow",
+    "sleep": "dim",
+    "other": "dim",
+    "running": "green",
+}
 
 
 def _doing(thread: ThreadView) -> Text:
@@ -155,15 +250,16 @@ def _loop_summary(report: Report) -> Text:
         text.append(f"model: {report.model}", style="bold")
     for loop in report.loops:
         busy = loop.busy_share
-        text.append(f" · loop busy {pct(busy)}",
-                    style="bold red" if (busy or 0) > 0.8 else "")  # fmt: skip
+        text.append(f" · loop busy {pct(busy)}", style="bold red" if (busy or 0) > 0.8 else "")
         stalls = loop.stalls
         text.append(f" · {len(stalls)} stalls ≥100ms", style="red" if stalls else "dim")
         for stall in stalls[-2:][::-1]:
             gil = {True: "GIL held", False: "GIL free", None: "GIL ?"}[stall.gil_held]
             more = "+" if stall.ongoing else ""
-            text.append(f"\n stall {stall.duration_ms:.0f}ms{more} {stall.frame or '?'} ({gil})",
-                        style="red")  # fmt: skip
+            text.append(
+                f"\n stall {stall.duration_ms:.0f}ms{more} {stall.frame or '?'} ({gil})",
+                style="red",
+            )
     if not report.loops:
         text.append(" · no asyncio loop seen", style="dim")
     return text
@@ -171,8 +267,13 @@ def _loop_summary(report: Report) -> Text:
 
 class ThreadsPane(Pane):
     TITLE = "Threads & coroutines"
-    COLUMNS = (("name", "thread", None), ("role", "role", None), ("doing", "now", None),
-               ("strip", "last 10s", None), ("cpu", "cpu", None))  # fmt: skip
+    COLUMNS = (
+        ("name", "thread", None),
+        ("role", "role", None),
+        ("doing", "now", None),
+        ("strip", "last 10s", None),
+        ("cpu", "cpu", None),
+    )
 
     def show(self, report: Report) -> None:
         problem = _problem(self.probe(report, "threads"))
@@ -219,8 +320,10 @@ class GilPane(Pane):
         if gil.source == "memory":
             text.append(f" · {gil.switches_per_s or 0:.0f} switch/s")
             waiters = gil.waiters_mean
-            text.append(f" · waiters {waiters if waiters is not None else '—'}",
-                        style="bold red" if (waiters or 0) >= 0.5 else "")  # fmt: skip
+            text.append(
+                f" · waiters {waiters if waiters is not None else '—'}",
+                style="bold red" if (waiters or 0) >= 0.5 else "",
+            )
             hold = dict(gil.hold_ms)
             text.append("\nhold ms ", style="dim")
             text.append(" ".join(f"{k} {_ms(hold.get(k))}" for k in ("p50", "p90", "p99", "max")))
