@@ -32,7 +32,7 @@ from lifescope.probes.pyspy import DumpProbe, StacksProbe
 from lifescope.probes.sockets import SocketsProbe
 from lifescope.probes.threads import ThreadsProbe
 from lifescope.samples import CollectorCost, Hello, TargetGone
-from lifescope.target import Target, TargetError, parse_pid, resolve
+from lifescope.target import Target, TargetError, parse_pid, python_children, resolve
 
 PROBES = ("gil", "threads", "stacks", "dump", "sockets", "packets")
 FLUSH_EVERY_S = 0.1
@@ -150,6 +150,7 @@ class Collector:
             collector_pid=os.getpid(),
             clock_ticks=os.sysconf("SC_CLK_TCK"),
             lifescope_version=__version__,
+            workers=tuple(python_children(t.pid)),
         )
 
     def _cost(self, now: float) -> CollectorCost:

@@ -32,6 +32,8 @@ class Hello:
     clock_ticks: int
     """Kernel clock ticks per second (`SC_CLK_TCK`), for CPU times read from /proc."""
     lifescope_version: str = ""
+    workers: tuple[int, ...] = ()
+    """Python child processes at attach time (pre-fork servers: gunicorn, uvicorn)."""
 
 
 @dataclass(frozen=True, slots=True)

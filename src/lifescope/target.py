@@ -125,6 +125,34 @@ def _full_version(pid: int, minor: str) -> str:
     return match.group(1) if match else minor
 
 
+def python_children(pid: int) -> list[int]:
+    """Python processes forked by `pid` (gunicorn / uvicorn --workers / multiprocessing).
+
+    Reads /proc/PID/task/*/children (Linux ≥ 3.5); a child counts when it maps a libpython
+    or runs a python executable. Order is stable (by pid).
+    """
+    found: set[int] = set()
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    for tid in tasks:
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/children").read_text()
+        except OSError:
+            continue
+        found.update(int(c) for c in text.split())
+    workers = []
+    for child in sorted(found):
+        try:
+            minor, _ = _python_from_maps(child)
+        except OSError:
+            continue
+        if minor is not None:
+            workers.append(child)
+    return workers
+
+
 def resolve(pid: int) -> Target:
     """Validate that `pid` is a live, user-space CPython process we are allowed to read."""
     stat = _read_stat(pid)

@@ -21,6 +21,7 @@ from lifescope.samples import Socket, SocketsSample, ThreadsSample
 CLOSING = frozenset({"FIN_WAIT1", "FIN_WAIT2", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT",
                      "CLOSING", "CLOSE"})  # fmt: skip
 HALF_OPEN = frozenset({"SYN_RECV", "NEW_SYN_RECV"})
+TIE_ACTIVE_MS = 1000
 
 
 def port(address: str) -> int:
@@ -69,6 +70,13 @@ def phase(sock: Socket, kind: str) -> str:
     received, sent = sock.last_data_recv_ms, sock.last_data_sent_ms
     if received is None or sent is None:
         return "open"
+    # tcp_info counts in whole milliseconds, and on loopback or a fast LAN a keep-alive
+    # client's next request lands in the same millisecond as the previous response: a tie.
+    # Measured here (closed-loop client, 80 ms handler): the two timers were equal in every
+    # sample. A tie cannot say which came last, so a young one is taken as a request being
+    # served and an old one as a connection gone idle after a fast response.
+    if received == sent and received < TIE_ACTIVE_MS:
+        return "request" if kind == "client" else "response"
     if kind == "client":
         return "request" if received < sent else "idle"
     return "response" if sent < received else "idle"

@@ -201,6 +201,7 @@ class Report:
     loops: tuple[LoopView, ...] = ()
     model: str | None = None
     layers: LayersView | None = None
+    workers: tuple[int, ...] = ()
     packets: packet_analysis.PacketsView | None = None
 
 
@@ -530,6 +531,7 @@ def build(window: Window, rules: tuple[layer_rules.Rule, ...] | None = None) -> 
         loops=loops,
         model=conc.model,
         packets=_packets_view(window),
+        workers=hello.workers if hello else (),
         layers=LayersView(
             shares=tuple(layer_stats.shares.items()),
             now=tuple(sorted(layer_stats.now.items())),
@@ -567,7 +569,12 @@ def to_json(report: Report) -> dict[str, object]:
             "pid": report.pid,
             "python": report.python,
             "command": report.command,
-            "processes": [{"pid": report.pid, "role": "main"}] if report.pid else [],
+            "processes": (
+                [{"pid": report.pid, "role": "main"}]
+                + [{"pid": pid, "role": "worker"} for pid in report.workers]
+                if report.pid
+                else []
+            ),
             "gone": report.gone,
         },
         "window_s": report.window_s,

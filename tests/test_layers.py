@@ -1,0 +1,395 @@
+"""Request layers against real servers, each dominated by a known layer.
+
+Shares are compared among the layers lifescope can attribute (L0–L6): where an asyncio
+request's code is not visible, its time is "unknown" by design, never guessed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import subprocess
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lifescope.analysis import report
+from lifescope.analysis.layers import classify
+from lifescope.demo.children import start_demo_server
+from lifescope.rules import load as load_rules
+from lifescope.samples import Frame
+from lifescope.session import collect
+from tests.conftest import PYTHON, stop_pid, wait_for
+
+KNOWN = ("L0", "L1", "L2", "L3", "L4", "L5", "L6")
+
+
+def largest(result: report.Report) -> str:
+    assert result.layers is not None
+    shares = dict(result.layers.shares)
+    return max(KNOWN, key=lambda layer: shares[layer])
+
+
+def observe(pid: int, seconds: float = 4.0) -> report.Report:
+    return report.build(collect(pid, seconds, probes=("threads", "stacks", "sockets")).window())
+
+
+def hammer(port: int, path: str, stop: threading.Event, workers: int = 4) -> list[threading.Thread]:
+    """Bounded loopback clients: keep-alive GETs until `stop` (and at most 60 s)."""
+
+    def run() -> None:
+        deadline = time.monotonic() + 60
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                conn.request("GET", path)
+                conn.getresponse().read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                time.sleep(0.05)
+        conn.close()
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int) -> None:
+    def ready() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for(ready, timeout=20)
+
+
+# --- aiohttp (the demo server) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "layer"), [("/cpu?ms=80", "L4"), ("/bigjson?n=120000", "L5")]
+)
+def test_aiohttp_dominant_layer(path: str, layer: str) -> None:
+    """One closed-loop client (no think time): the connection's time is the server's.
+
+    The handler's own work must dwarf the client's turn-around (a few ms), or the
+    connection honestly spends much of its time idle on the client's side (L6)."""
+    server = start_demo_server(port=0)
+    stop = threading.Event()
+    clients = hammer(server.port, path, stop, workers=1)
+    try:
+        time.sleep(0.5)
+        result = observe(server.pid)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(15)
+        server.stop()
+    assert largest(result) == layer, result.layers
+    evidence = [f.evidence for f in result.layers.in_flight if f.layer == layer]  # type: ignore[union-attr]
+    assert evidence or dict(result.layers.shares)[layer] > 0.05  # type: ignore[union-attr]
+
+
+def test_idle_keepalive_clients_are_layer_6() -> None:
+    server = start_demo_server(port=0)
+    conns = []
+    try:
+        for _ in range(4):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            conn.request("GET", "/fast")
+            conn.getresponse().read()
+            conns.append(conn)
+        result = observe(server.pid, 2.5)
+    finally:
+        for conn in conns:
+            conn.close()
+        server.stop()
+    assert largest(result) == "L6"
+    assert dict(result.layers.now).get("L6", 0) >= 4  # type: ignore[union-attr]
+
+
+def test_accept_stall_is_layer_1(python_target) -> None:  # type: ignore[no-untyped-def]
+    proc = python_target(
+        """
+        import socket, time
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        print("READY", s.getsockname()[1], flush=True)
+        time.sleep(120)  # never accepts: every client waits in the kernel's queue
+        """
+    )
+    port = int(proc.ready_line)
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(6)]
+    try:
+        result = observe(proc.pid, 2.5)
+    finally:
+        for client in clients:
+            client.close()
+    assert largest(result) == "L1"
+    assert dict(result.layers.now).get("L1") == 6  # type: ignore[union-attr]
+
+
+# --- Flask under gunicorn --------------------------------------------------------------
+
+FLASK_APP = """
+import json, sqlite3, time
+from flask import Flask, request
+app = Flask(__name__)
+db = sqlite3.connect(":memory:", check_same_thread=False)
+db.execute("create table t(x)")
+db.executemany("insert into t values (?)", [(i,) for i in range(20000)])
+
+@app.before_request
+def authenticate():
+    if request.path == "/slow-auth":
+        time.sleep(0.2)  # an auth check that calls out: layer 3
+
+@app.route("/slow-auth")
+def slow_auth():
+    return "ok"
+
+@app.route("/db")
+def orders():
+    rows = db.execute(
+        "select count(*) from t a, t b where a.x < 1500 and b.x < 1500 and a.x % 7 = b.x % 5"
+    ).fetchall()
+    return str(rows)
+"""
+
+
+@pytest.fixture
+def gunicorn(tmp_path: Path) -> Iterator[Callable[[], tuple[int, int]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(workers: int = 1) -> tuple[int, int]:
+        (tmp_path / "flaskapp.py").write_text(textwrap.dedent(FLASK_APP))
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                PYTHON,
+                "-m",
+                "gunicorn",
+                "-w",
+                str(workers),
+                "-b",
+                f"127.0.0.1:{port}",
+                "--chdir",
+                str(tmp_path),
+                "flaskapp:app",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        procs.append(proc)
+        wait_listening(port)
+        return proc.pid, port
+
+    yield start
+    for proc in procs:
+        stop_pid(proc)
+
+
+def only_worker(master: int) -> int:
+    from lifescope.target import python_children
+
+    wait_for(lambda: python_children(master), timeout=20)
+    return python_children(master)[0]
+
+
+@pytest.mark.parametrize(("path", "layer"), [("/slow-auth", "L3"), ("/db", "L4")])
+def test_flask_gunicorn_dominant_layer(gunicorn, path: str, layer: str) -> None:  # type: ignore[no-untyped-def]
+    master, port = gunicorn()
+    worker = only_worker(master)
+    stop = threading.Event()
+    clients = hammer(port, path, stop, workers=1)  # one sync worker: more would queue (L1)
+    try:
+        time.sleep(0.5)
+        result = observe(worker)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(15)
+    assert largest(result) == layer, result.layers
+
+
+def test_gunicorn_master_finds_all_workers(gunicorn) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    master, _ = gunicorn(workers=3)
+    from lifescope.target import python_children
+
+    wait_for(lambda: len(python_children(master)) == 3, timeout=20)
+    done = subprocess.run(
+        [PYTHON, "-m", "lifescope", "snapshot", str(master), "--seconds", "1", "--json"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    processes = json.loads(done.stdout)["target"]["processes"]
+    assert [p["role"] for p in processes] == ["main", "worker", "worker", "worker"]
+    assert {p["pid"] for p in processes[1:]} == set(python_children(master))
+
+
+# --- FastAPI under uvicorn -------------------------------------------------------------
+
+FASTAPI_APP = """
+import sqlite3
+from fastapi import FastAPI
+app = FastAPI()
+
+@app.get("/db")
+def orders():  # a sync endpoint: FastAPI runs it in a worker thread
+    db = sqlite3.connect(":memory:")
+    db.execute("create table t(x)")
+    db.executemany("insert into t values (?)", [(i,) for i in range(3000)])
+    rows = db.execute(
+        "select count(*) from t a, t b where a.x < 300 and b.x < 300 and a.x % 7 = b.x % 5"
+    ).fetchall()
+    return {"rows": rows[0][0]}
+"""
+
+
+def test_fastapi_uvicorn_db_is_layer_4(tmp_path: Path) -> None:
+    (tmp_path / "fastapp.py").write_text(textwrap.dedent(FASTAPI_APP))
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(tmp_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "fastapp:app",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    stop = threading.Event()
+    clients: list[threading.Thread] = []
+    try:
+        wait_listening(port)
+        clients = hammer(port, "/db", stop, workers=3)
+        time.sleep(0.5)
+        result = observe(proc.pid)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(15)
+        stop_pid(proc)
+    assert largest(result) == "L4", result.layers
+    assert any("db" in f.evidence for f in result.layers.in_flight), result.layers  # type: ignore[union-attr]
+
+
+# --- http.server ------------------------------------------------------------------------
+
+HTTP_SERVER = """
+import sqlite3, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        db = sqlite3.connect(":memory:")
+        db.execute("create table t(x)")
+        db.executemany("insert into t values (?)", [(i,) for i in range(3000)])
+        rows = db.execute(
+            "select count(*) from t a, t b where a.x < 300 and b.x < 300 and a.x % 7 = b.x % 5"
+        ).fetchall()
+        body = str(rows).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print("READY", server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+def test_http_server_db_is_layer_4(python_target) -> None:  # type: ignore[no-untyped-def]
+    proc = python_target(HTTP_SERVER)
+    port = int(proc.ready_line)
+    stop = threading.Event()
+    clients = hammer(port, "/", stop, workers=3)
+    try:
+        time.sleep(0.5)
+        result = observe(proc.pid)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(15)
+    assert largest(result) == "L4", result.layers
+    request_threads = [t for t in result.threads if t.role == "request"]
+    assert request_threads, [(t.name, t.role) for t in result.threads]
+    assert result.model == "threads"
+
+
+# --- rules, pure ------------------------------------------------------------------------
+
+
+def test_rules_classify_innermost_first_and_waits_inherit() -> None:
+    rules, problems = load_rules(user_dir=None)
+    assert problems == ()
+    sleep_in_middleware = [
+        Frame("sleep", "/usr/lib/python3.11/asyncio/tasks.py", 640),
+        Frame("auth_middleware", "/srv/app/middleware.py", 12),
+        Frame("Application._handle", "/venv/lib/python3.11/site-packages/aiohttp/web_app.py", 1),
+    ]
+    decision = classify(sleep_in_middleware, rules)
+    assert decision is not None and decision.layer == "L3" and decision.wait == "sleep"
+    db_in_handler = [
+        Frame("orders", "/srv/app/views.py", 30, code="rows = cur.execute(QUERY).fetchall()"),
+        Frame("auth_middleware", "/srv/app/middleware.py", 14),
+    ]
+    decision = classify(db_in_handler, rules)
+    assert decision is not None and (decision.layer, decision.kind) == ("L4", "db")
+    idle_loop = [
+        Frame("EpollSelector.select", "/usr/lib/python3.11/selectors.py", 468),
+        Frame("BaseEventLoop._run_once", "/usr/lib/python3.11/asyncio/base_events.py", 1884),
+        Frame("main", "/srv/app/server.py", 80),
+    ]
+    assert classify(idle_loop, rules) is None
+
+
+def test_bad_user_rule_file_is_named_and_builtins_still_work(tmp_path: Path) -> None:
+    (tmp_path / "mine.toml").write_text('[[rules]]\nlayer = "L3"\nfile = "x.py"\nkind = \n')
+    (tmp_path / "worse.toml").write_text('[[rules]]\nlayer = "L9"\nfile = "x.py"\n')
+    rules, problems = load_rules(user_dir=tmp_path)
+    assert len(problems) == 2
+    assert any("mine.toml" in p and "line 4" in p for p in problems), problems
+    assert any("worse.toml" in p and "L0..L6" in p for p in problems), problems
+    assert len(rules) >= 40
+
+
+def test_user_rules_override_builtins(tmp_path: Path) -> None:
+    (tmp_path / "ours.toml").write_text(
+        '[[rules]]\nlayer = "L3"\nkind = "auth"\nfile = "/srv/app/views.py"\n'
+    )
+    rules, _ = load_rules(user_dir=tmp_path)
+    frames = [Frame("orders", "/srv/app/views.py", 30, code="cur.execute(q)")]
+    decision = classify(frames, rules)
+    assert decision is not None and (decision.layer, decision.kind) == ("L3", "auth")
+    assert decision.rule == "ours.toml#1"
