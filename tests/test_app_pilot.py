@@ -54,6 +54,22 @@ async def test_all_four_panes_fill_from_a_live_server(
         await pilot.press("p")
         assert not app.paused
 
+        flights = app.query_one("#in-flight", DataTable)
+        await wait_until(
+            pilot,
+            lambda: any(str(k.value).split(":")[1] for k in flights.rows),
+        )
+        keys = [str(k.value) for k in flights.rows]
+        row = next(i for i, k in enumerate(keys) if k.split(":")[1])
+        flights.focus()
+        flights.move_cursor(row=row)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert app.screen.__class__.__name__ == "StackScreen"
+        shown = str(app.screen.query_one(Static).render())
+        assert "latest stack" in shown and "(" in shown
+        await pilot.press("escape")
+
         await pilot.press("question_mark")
         assert app.screen.__class__.__name__ == "HelpScreen"
         await pilot.press("escape")

@@ -16,7 +16,7 @@ from lifescope import syscalls
 from lifescope.analysis import concurrency, connections, gil, layers
 from lifescope.analysis import packets as packet_analysis
 from lifescope.analysis.frames import innermost_app, label
-from lifescope.samples import Socket, SocketsSample
+from lifescope.samples import Frame, Socket, SocketsSample
 from lifescope.timeline import Window
 
 SNAPSHOT_SCHEMA = "lifescope.snapshot/1"
@@ -124,8 +124,16 @@ class ConnectionsView:
 
 
 TOP_CONNECTIONS = 50
-_PHASE_ORDER = {"accept-queue": 0, "handshake": 1, "request": 2, "response": 3,
-                "connecting": 4, "open": 5, "idle": 6, "closing": 7}  # fmt: skip
+_PHASE_ORDER = {
+    "accept-queue": 0,
+    "handshake": 1,
+    "request": 2,
+    "response": 3,
+    "connecting": 4,
+    "open": 5,
+    "idle": 6,
+    "closing": 7,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +165,16 @@ class LoopView:
 
 SERIES_STEP_S = 0.5
 STRIP_SAMPLES = 24
-STATE_CHARS = {"python": "█", "native": "▆", "gil-wait": "▒", "io": "▁", "lock": "▂",
-               "sleep": " ", "other": "·", "running": "█"}  # fmt: skip
+STATE_CHARS = {
+    "python": "█",
+    "native": "▆",
+    "gil-wait": "▒",
+    "io": "▁",
+    "lock": "▂",
+    "sleep": " ",
+    "other": "·",
+    "running": "█",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +185,7 @@ class InFlightView:
     thread: str | None
     task: str | None
     conn: str | None
+    tid: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,9 +436,12 @@ def _connections_view(
     )
     ranked = sorted(
         stats.connections,
-        key=lambda c: (_PHASE_ORDER.get(c.phase, 9), -(c.socket.recv_q + c.socket.send_q),
-                       c.socket.last_data_recv_ms or 0),
-    )  # fmt: skip
+        key=lambda c: (
+            _PHASE_ORDER.get(c.phase, 9),
+            -(c.socket.recv_q + c.socket.send_q),
+            c.socket.last_data_recv_ms or 0,
+        ),
+    )
     top = tuple(
         ConnectionView(
             local=c.socket.local,
@@ -454,6 +474,15 @@ def _idle_ms(sock: Socket) -> int | None:
     if sock.last_data_recv_ms is None or sock.last_data_sent_ms is None:
         return None
     return min(sock.last_data_recv_ms, sock.last_data_sent_ms)
+
+
+def thread_stack(window: Window, tid: int) -> tuple[Frame, ...]:
+    """The thread's most recent sampled stack, innermost first (for the drill-down)."""
+    for stacks in reversed(window.stacks):
+        spans = [span for span in stacks.spans if span.tid == tid]
+        if spans:
+            return tuple(stacks.frames[i] for i in spans[-1].stack)
+    return ()
 
 
 def _packets_view(window: Window) -> packet_analysis.PacketsView | None:
@@ -504,15 +533,20 @@ def build(window: Window, rules: tuple[layer_rules.Rule, ...] | None = None) -> 
             tid=loop.tid,
             busy_share=loop.busy_share,
             stalls=tuple(
-                StallView(round(st.start - window.start, 3), round(st.duration_s * 1000, 1),
-                          st.frame, st.gil_held, st.ongoing)
+                StallView(
+                    round(st.start - window.start, 3),
+                    round(st.duration_s * 1000, 1),
+                    st.frame,
+                    st.gil_held,
+                    st.ongoing,
+                )
                 for st in loop.stalls
             ),
             running=loop.running,
             executors=loop.executors,
         )
         for loop in conc.loops
-    )  # fmt: skip
+    )
     return Report(
         pid=hello.pid if hello else None,
         python=hello.python if hello else None,
@@ -543,6 +577,7 @@ def build(window: Window, rules: tuple[layer_rules.Rule, ...] | None = None) -> 
                     None if f.thread is None else names.get(f.thread, str(f.thread)),
                     f.task,
                     f.conn,
+                    f.thread,
                 )
                 for f in layer_stats.in_flight
             ),
@@ -702,13 +737,31 @@ def to_text(report: Report) -> str:
     for p in report.probes:
         why = f"  ({p.reason}; {p.remedy})" if p.reason else ""
         lines.append(f"  {p.name:<8} {p.status:<11} {p.rate_hz:7.1f}/s{why}")
+    gil_view = report.gil
     lines += [
         "",
-        f"GIL held {_pct(report.gil.held_share)} (source {report.gil.source}, "
-        f"{report.gil.samples} samples)",
-        "",
-        "threads:",
+        f"GIL held {_pct(gil_view.held_share)} (source {gil_view.source}, "
+        f"{gil_view.samples} samples)",
     ]
+    if gil_view.switches_per_s is not None:
+        hold = dict(gil_view.hold_ms)
+        lines.append(
+            f"  {gil_view.switches_per_s:.0f} switches/s, waiters {gil_view.waiters_mean}, hold ms "
+            + " ".join(f"{k} {hold.get(k)}" for k in ("p50", "p90", "p99", "max"))
+        )
+    lines.append(f"model: {report.model or '—'}")
+    for loop in report.loops:
+        lines.append(
+            f"event loop {loop.tid}: busy {_pct(loop.busy_share)}, "
+            f"{len(loop.stalls)} stalls ≥100 ms"
+        )
+        for stall in loop.stalls[-5:]:
+            gil_word = {True: "GIL held", False: "GIL free", None: "GIL ?"}[stall.gil_held]
+            lines.append(
+                f"  +{stall.start_s:.1f}s {stall.duration_ms:.0f} ms "
+                f"{stall.frame or '?'} ({gil_word})"
+            )
+    lines += ["", "threads:"]
     lines.append(
         f"  {'tid':>7} {'name':<16} {'state':<10} {'syscall':<14} {'cpu':>5} "
         f"{'active':>6} {'gil':>5}  frame"
@@ -725,4 +778,9 @@ def to_text(report: Report) -> str:
         lines.append(f"  {lv.local:<24} accept queue {lv.accept_queue}/{lv.backlog}")
     states = ", ".join(f"{state} {n}" for state, n in conn.by_state) or "none"
     lines.append(f"connections: {states}")
+    if report.layers is not None:
+        shares = "  ".join(f"{layer} {_pct(share)}" for layer, share in report.layers.shares)
+        lines += ["", f"layers (share of request time): {shares}"]
+        for flight in report.layers.in_flight[:10]:
+            lines.append(f"  {flight.layer:<7} {flight.evidence}")
     return "\n".join(lines)

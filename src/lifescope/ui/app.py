@@ -24,11 +24,14 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Static
+from textual.widgets import DataTable, Footer, Static
 
 from lifescope import __version__
 from lifescope.analysis import report as analysis
+from lifescope.analysis.frames import kind as frame_kind
+from lifescope.analysis.frames import label
 from lifescope.replay import Player
+from lifescope.samples import Frame
 from lifescope.session import CollectorFailed, CollectorProcess
 from lifescope.timeline import Timeline
 from lifescope.ui.panes import ConnectionsPane, GilPane, LayersPane, Pane, ThreadsPane
@@ -60,6 +63,29 @@ HELP = """\
 as a share of one core, achieved sample rates, errors. The
 target is never paused (py-spy runs --nonblocking).
 """
+
+
+class StackScreen(ModalScreen[None]):
+    """One thread's most recent stack, innermost first, with source lines where known."""
+
+    BINDINGS: ClassVar = [Binding("escape,q,enter", "dismiss", "close")]
+
+    def __init__(self, title: str, frames: tuple[Frame, ...]) -> None:
+        super().__init__()
+        self.title_text = title
+        self.frames = frames
+
+    def compose(self) -> ComposeResult:
+        text = Text(self.title_text + "\n", style="bold")
+        if not self.frames:
+            text.append("no stack sampled for this thread in the window", style="dim")
+        for frame in self.frames:
+            style = "bold" if frame_kind(frame.file) == "app" else "dim"
+            text.append(f"{label(frame)}\n", style=style)
+            if frame.code:
+                text.append(f"    {frame.code}\n", style="cyan")
+        with VerticalScroll(id="help"):
+            yield Static(text)
 
 
 class HelpScreen(ModalScreen[None]):
@@ -291,6 +317,19 @@ class LifescopeApp(App[int]):
             else:
                 self.player.slower()
             self.refresh_views()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter on an in-flight request: show the stack of the thread serving it."""
+        if event.data_table.id != "in-flight" or event.row_key.value is None:
+            return
+        tid_text = event.row_key.value.split(":", 1)[1]
+        if not tid_text:
+            self.notify("no thread serves this one (kernel-side or a parked task)")
+            return
+        tid = int(tid_text)
+        window = self.timeline.window(WINDOW_S, end=self.player.position if self.player else None)
+        frames = analysis.thread_stack(window, tid)
+        self.push_screen(StackScreen(f"thread {tid}: latest stack (innermost first)", frames))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -160,7 +160,9 @@ LAYER_NAMES = {
 
 
 class LayersPane(Pane):
-    """The essay's ladder, L0→L6: requests there now and their share of the window."""
+    """The essay's ladder, L0→L6: requests there now and their share of the window.
+
+    Selecting an in-flight row (Enter) opens that thread's current stack."""
 
     TITLE = "Request layers"
     COLUMNS = (("layer", "layer", None), ("now", "now", None), ("share", "share of time", None))
@@ -168,7 +170,7 @@ class LayersPane(Pane):
     def compose(self) -> ComposeResult:
         yield Static("waiting for samples…", classes="summary")
         yield DataTable(cursor_type="row", show_cursor=False, show_header=False, id="ladder")
-        yield DataTable(cursor_type="row", show_cursor=False, id="in-flight")
+        yield DataTable(cursor_type="row", id="in-flight")
 
     def on_mount(self) -> None:
         self.border_title = self.TITLE
@@ -200,7 +202,7 @@ class LayersPane(Pane):
         }
         sync_rows(self.query_one("#ladder", DataTable), rows)
         flights = {
-            f"{i}": (
+            f"{i}:{'' if f.tid is None else f.tid}": (
                 f.layer,
                 "—" if f.since_ms is None else f"{f.since_ms:.0f}ms",
                 f.evidence if f.thread is None else f"{f.evidence} [{f.thread}]",
