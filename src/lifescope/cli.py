@@ -68,16 +68,61 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_version(snap)
 
-    record = sub.add_parser("record", help="record a session headless to a file (mode 0600)")
+    record = sub.add_parser(
+        "record",
+        help="record a session headless to a file (mode 0600), and/or serve it as metrics",
+    )
     record.add_argument("pid", help="process id of a CPython 3.8–3.13 process")
-    record.add_argument("-o", "--output", required=True, metavar="FILE")
+    record.add_argument("-o", "--output", metavar="FILE", help="the recording to write")
     record.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
     record.add_argument(
         "--http-lines",
         action="store_true",
         help="keep HTTP/1.x request/status lines from packets (opt-in)",
     )
+    record.add_argument(
+        "--prometheus",
+        metavar="HOST:PORT",
+        help="serve the headline numbers as Prometheus metrics (loopback only unless "
+        "--prometheus-allow-remote); -o becomes optional",
+    )
+    record.add_argument(
+        "--prometheus-allow-remote",
+        action="store_true",
+        help="allow --prometheus on a non-loopback address",
+    )
+    record.add_argument(
+        "--prometheus-window",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="window each scrape reports on (default 10)",
+    )
     _add_version(record)
+
+    exp = sub.add_parser(
+        "export", help="write a recording as speedscope, Chrome trace (Perfetto) or snapshot JSON"
+    )
+    exp.add_argument("file", help="a file written by `lifescope record` or `attach --record`")
+    exp.add_argument(
+        "--format",
+        choices=("speedscope", "chrome", "snapshot"),
+        default="speedscope",
+        help="speedscope (speedscope.app), chrome (ui.perfetto.dev, chrome://tracing) or "
+        "snapshot (lifescope.snapshot/1); default speedscope",
+    )
+    exp.add_argument("-o", "--output", required=True, metavar="FILE", help="written mode 0600")
+    exp.add_argument(
+        "--at",
+        type=float,
+        default=None,
+        metavar="T",
+        help="end of the exported window, seconds from the recording's start (default: its end)",
+    )
+    exp.add_argument(
+        "--seconds", type=float, default=None, help="length of the window (default: all of it)"
+    )
+    _add_version(exp)
 
     replay = sub.add_parser("replay", help="open the UI on a recording")
     replay.add_argument("file", help="a file written by `lifescope record` or `attach --record`")
@@ -186,13 +231,48 @@ def cmd_attach(args: argparse.Namespace) -> int:
 def cmd_record(args: argparse.Namespace) -> int:
     from lifescope import collector
 
+    if args.output is None and args.prometheus is None:
+        print(
+            "lifescope: record needs -o FILE or --prometheus HOST:PORT — e.g. -o session.lsr",
+            file=sys.stderr,
+        )
+        return 2
     pid = _target_or_exit(args.pid)
-    argv = [str(pid), "--output", args.output]
+    argv = [str(pid)]
+    if args.output is not None:
+        argv += ["--output", args.output]
+    if args.prometheus is not None:
+        argv += ["--prometheus", args.prometheus]
+    if args.prometheus_allow_remote:
+        argv.append("--prometheus-allow-remote")
+    if args.prometheus_window is not None:
+        argv += ["--prometheus-window", str(args.prometheus_window)]
     if args.http_lines:
         argv.append("--http-lines")
     if args.seconds is not None:
         argv += ["--seconds", str(args.seconds)]
     return collector.main(argv)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from lifescope import export
+
+    if args.seconds is not None and args.seconds <= 0:
+        print("lifescope: --seconds must be positive — e.g. --seconds 10", file=sys.stderr)
+        return 2
+    recording = _load_recording(args.file)
+    end = None if args.at is None else recording.start + args.at
+    start = None
+    if args.seconds is not None:
+        start = (recording.end if end is None else end) - args.seconds
+    try:
+        size = export.write(args.output, args.format, recording, start=start, end=end)
+    except OSError as exc:
+        print(f"lifescope: cannot write {args.output}: {exc.strerror} — choose a writable path",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"lifescope: wrote {args.output} ({args.format}, {size} bytes)", file=sys.stderr)
+    return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -260,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "attach": cmd_attach,
         "snapshot": cmd_snapshot,
         "record": cmd_record,
+        "export": cmd_export,
         "replay": cmd_replay,
         "demo": cmd_demo,
         "doctor": cmd_doctor,

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from lifescope import __version__, stream
 from lifescope.probes.base import Emit, Probe
@@ -33,6 +33,9 @@ from lifescope.probes.sockets import SocketsProbe
 from lifescope.probes.threads import ThreadsProbe
 from lifescope.samples import CollectorCost, Hello, TargetGone
 from lifescope.target import Target, TargetError, parse_pid, python_children, resolve
+
+if TYPE_CHECKING:
+    from lifescope.prometheus import MetricsExporter
 
 PROBES = ("gil", "threads", "stacks", "dump", "sockets", "packets")
 FLUSH_EVERY_S = 0.1
@@ -74,9 +77,11 @@ class Collector:
         out: BinaryIO,
         probes: Sequence[str] = PROBES,
         http_lines: bool = False,
+        exporter: MetricsExporter | None = None,
     ) -> None:
         self.target = target
         self.out = out
+        self.exporter = exporter
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self.probes = build_probes(target, self._queue.put, probes, http_lines)
         self._stop = threading.Event()
@@ -88,7 +93,7 @@ class Collector:
         """Stream until stopped, `seconds` pass, the target exits or the reader goes away."""
         started = time.monotonic()
         self._write(stream.header_line())
-        self._write(stream.encode(self._hello(started)))
+        self._send(self._hello(started))
         for probe in self.probes:
             probe.start()
         next_flush = next_cost = time.monotonic()
@@ -100,13 +105,13 @@ class Collector:
                     break
                 try:
                     sample = self._queue.get(timeout=0.05)
-                    self._write(stream.encode(sample))
+                    self._send(sample)
                 except queue.Empty:
                     pass
                 now = time.monotonic()
                 if now >= next_cost:
                     next_cost = now + 1.0
-                    self._write(stream.encode(self._cost(now)))
+                    self._send(self._cost(now))
                     if not self.target.alive():
                         gone = "the target process exited"
                         break
@@ -123,18 +128,24 @@ class Collector:
         with contextlib.suppress(BrokenPipeError, ValueError):
             while True:
                 try:
-                    self._write(stream.encode(self._queue.get_nowait()))
+                    self._send(self._queue.get_nowait())
                 except queue.Empty:
                     break
             now = time.monotonic()
-            self._write(stream.encode(self._cost(now)))
+            self._send(self._cost(now))
             if gone:
-                self._write(stream.encode(TargetGone(now, gone)))
+                self._send(TargetGone(now, gone))
             self.out.flush()
         return 0
 
     def _write(self, line: bytes) -> None:
         self.out.write(line)
+
+    def _send(self, sample: object) -> None:
+        """Every sample goes to the stream and, when serving metrics, to their timeline."""
+        self._write(stream.encode(sample))
+        if self.exporter is not None:
+            self.exporter.add(sample)
 
     def _hello(self, started: float) -> Hello:
         t = self.target
@@ -226,7 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("pid")
     parser.add_argument("--seconds", type=float, default=None)
-    parser.add_argument("--output", "-o", default="-", help="file to write, or - for stdout")
+    parser.add_argument(
+        "--output",
+        "-o",
+        default=None,
+        help="file to write, or - for stdout (default: stdout; with --prometheus, none)",
+    )
     parser.add_argument("--record", default=None, help="also save the stream to this file")
     parser.add_argument(
         "--http-lines",
@@ -234,6 +250,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="keep the first line of HTTP/1.x requests and responses (opt-in)",
     )
     parser.add_argument("--probes", default=",".join(PROBES), help="comma-separated probe names")
+    parser.add_argument(
+        "--prometheus",
+        metavar="HOST:PORT",
+        default=None,
+        help="serve the headline numbers as Prometheus metrics on HOST:PORT (loopback only "
+        "unless --prometheus-allow-remote; PORT alone means 127.0.0.1:PORT)",
+    )
+    parser.add_argument(
+        "--prometheus-allow-remote",
+        action="store_true",
+        help="allow --prometheus on a non-loopback address (the labels carry the command line)",
+    )
+    parser.add_argument(
+        "--prometheus-window",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="the window each scrape reports on (default 10)",
+    )
     parser.add_argument("--version", action="version", version=f"lifescope {__version__}")
     args = parser.parse_args(argv)
     names = [n for n in args.probes.split(",") if n]
@@ -249,18 +284,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TargetError as exc:
         print(exc.line(), file=sys.stderr)
         return exc.exit_code
+    exporter = None
+    if args.prometheus is not None:
+        from lifescope.prometheus import AddressError, MetricsExporter, check_host, parse_address
+
+        try:
+            host, port = parse_address(args.prometheus)
+            check_host(host, args.prometheus_allow_remote)
+            exporter = MetricsExporter(window_s=args.prometheus_window)
+        except ValueError as exc:  # AddressError is a ValueError; so is a bad window
+            print(f"lifescope: {exc}", file=sys.stderr)
+            return 2
+        try:
+            bound = exporter.start(host, port, allow_remote=args.prometheus_allow_remote)
+        except AddressError as exc:
+            print(f"lifescope: {exc}", file=sys.stderr)
+            return 1
+        print(f"lifescope: metrics on http://{bound[0]}:{bound[1]}/metrics", file=sys.stderr,
+              flush=True)  # fmt: skip
     _die_with_parent()
     outs: list[BinaryIO] = []
     try:
-        outs.append(sys.stdout.buffer if args.output == "-" else open_recording(args.output))
+        if args.output is None and exporter is not None:
+            outs.append(open(os.devnull, "wb"))  # metrics only: no stream to keep
+        elif args.output in (None, "-"):
+            outs.append(sys.stdout.buffer)
+        else:
+            outs.append(open_recording(args.output))
         if args.record:
             outs.append(open_recording(args.record))
     except OSError as exc:
         print(f"lifescope: cannot write {exc.filename}: {exc.strerror} — choose a writable path",
               file=sys.stderr)  # fmt: skip
+        if exporter is not None:
+            exporter.stop()
         return 1
     out = Tee(*outs) if len(outs) > 1 else outs[0]
-    collector = Collector(target, out, names, http_lines=args.http_lines)  # type: ignore[arg-type]
+    collector = Collector(target, out, names, http_lines=args.http_lines, exporter=exporter)  # type: ignore[arg-type]
     signal.signal(signal.SIGTERM, collector.stop)
     signal.signal(signal.SIGINT, collector.stop)
     signal.signal(signal.SIGHUP, collector.stop)
@@ -268,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return collector.run(args.seconds)
     finally:
         _close(out)
+        if exporter is not None:
+            exporter.stop()
 
 
 if __name__ == "__main__":
