@@ -143,8 +143,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--mix",
-        default="fast=6,db=3,sleep=2,cpu=1,bigjson=1,block=1",
+        default="fast=6,db=3,sleep=2,cpu=1,bigjson=1",
         help="route weights for the load generator",
+    )
+    demo.add_argument(
+        "--web",
+        metavar="PORT",
+        type=int,
+        nargs="?",
+        const=8000,
+        default=None,
+        help="serve the UI to a browser on localhost:PORT (default 8000) via textual-serve",
     )
     _add_version(demo)
 
@@ -308,6 +317,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             duration=args.duration,
             mix=args.mix,
         )
+        if args.web is not None:
+            return _serve_web(server.pid, args.web)
         app = LifescopeApp(server.pid, title_hint=f"demo server on {server.url}")
         app.run()
         return app.return_code or 0
@@ -315,6 +326,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if load is not None:
             load.stop()
         server.stop()
+
+
+def _serve_web(pid: int, port: int) -> int:
+    """The same app in a browser: textual-serve runs `lifescope attach PID` per visitor.
+
+    Bound to localhost only: the page drives a tool that reads another process's memory.
+    """
+    try:
+        from textual_serve.server import Server
+    except ImportError:
+        print(
+            "lifescope: --web needs textual-serve — pip install 'lifescope[web]'", file=sys.stderr
+        )
+        return 1
+    command = f"{sys.executable} -m lifescope attach {pid}"
+    print(f"lifescope: open http://localhost:{port} (Ctrl+C to stop)", file=sys.stderr)
+    Server(command, host="localhost", port=port, title="lifescope demo").serve()
+    return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
