@@ -130,6 +130,21 @@ def test_ready_line_gives_real_port(server: DemoServer) -> None:
     assert server.url == f"http://127.0.0.1:{server.port}"
     assert server.running
     assert psutil.Process(server.pid).is_running()
+    # "READY <port> <control-port>": the toggles' own loopback listener (see test_toggles.py).
+    assert server.stdout_tail(1) == [f"READY {server.port} {server.control_port}"]
+    assert server.control_port not in (0, server.port)
+    assert server.control_url == f"http://127.0.0.1:{server.control_port}"
+
+
+def test_load_child_prints_ready_with_its_control_port(server: DemoServer) -> None:
+    lg = start_load(server.url, rate=5, duration=1)
+    try:
+        assert lg.control_port > 0
+        assert lg.wait(30) == 0
+    finally:
+        lg.stop()
+    lines = lg.stdout_tail()
+    assert lines[0] == f"READY {lg.control_port}" and lines[-1].startswith("requests=")
 
 
 def test_fast(server: DemoServer) -> None:

@@ -6,6 +6,10 @@ demo servers are the failure that matters here: a wedged pathology server left o
 box keeps burning CPU. So every child is stopped by pid (SIGTERM, then SIGKILL), reaped, stopped
 again at interpreter exit if the caller forgot, and asked to die with its parent if we crash.
 
+Both children also take live toggles over a small loopback HTTP control endpoint (the protocol
+is in ``lifescope.demo.toggles``): ``DemoServer.set_toggle``/``LoadGen.set_mode`` change one,
+``toggles()`` reads them back.
+
 Stdlib only: the server and load generator import helpers from here, and they must start fast.
 """
 
@@ -17,6 +21,8 @@ import contextlib
 import ctypes
 import ctypes.util
 import ipaddress
+import json
+import math
 import os
 import signal
 import subprocess
@@ -26,7 +32,11 @@ import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import IO
-from urllib.parse import urlsplit
+from urllib.error import HTTPError, URLError
+from urllib.parse import quote, urlencode, urlsplit
+from urllib.request import ProxyHandler, Request, build_opener
+
+from lifescope.demo.toggles import CONTROL_PATH
 
 PARENT_PID_ENV = "LIFESCOPE_DEMO_PARENT_PID"
 """Set by this module in a child's environment; the child arms PR_SET_PDEATHSIG when it sees it."""
@@ -165,6 +175,52 @@ def _stop_all_children() -> None:
         child.stop()
 
 
+class ControlError(RuntimeError):
+    """A control request failed or was refused; the message carries the child's own reason."""
+
+
+# No proxies, whatever the environment says: control traffic must go straight to loopback.
+_CONTROL_OPENER = build_opener(ProxyHandler({}))
+_CONTROL_TIMEOUT_S = 5.0
+
+
+def control_request(
+    base_url: str, name: str | None = None, value: bool | float | None = None
+) -> dict[str, object]:
+    """GET the control state of a child at ``base_url``, or POST one toggle and get the new state.
+
+    ``value`` True/False sends ``on=1``/``on=0`` (the toggle's default on-value, or off); a number
+    sends ``value=N``. Raises ControlError with the child's message on any failure.
+    """
+    check_loopback_url(base_url)
+    url = base_url.rstrip("/") + CONTROL_PATH
+    data = None
+    if name is not None:
+        if isinstance(value, bool):
+            params = {"on": "1" if value else "0"}
+        elif isinstance(value, (int, float)) and math.isfinite(value):
+            params = {"value": _number(value)}
+        else:
+            raise ValueError(f"toggle value must be a bool or a finite number, not {value!r}")
+        url += "/" + quote(name, safe="") + "?" + urlencode(params)
+        data = b""
+    request = Request(url, data=data, method="POST" if data is not None else "GET")
+    try:
+        with _CONTROL_OPENER.open(request, timeout=_CONTROL_TIMEOUT_S) as response:
+            body = response.read()
+    except HTTPError as exc:
+        reason = exc.read().decode("utf-8", "replace")
+        with contextlib.suppress(ValueError, AttributeError, KeyError, TypeError):
+            reason = str(json.loads(reason)["error"])
+        raise ControlError(f"{url}: HTTP {exc.code}: {reason}") from None
+    except (URLError, OSError) as exc:
+        raise ControlError(f"{url}: {exc}") from None
+    state = json.loads(body)
+    if not isinstance(state, dict):
+        raise ControlError(f"{url}: unexpected answer {body[:80]!r}")
+    return state
+
+
 class _Child:
     """A spawned child with drained pipes and an idempotent, reaping ``stop()``."""
 
@@ -226,6 +282,24 @@ class _Child:
         self._stdout.join(1.0)
         self._stderr.join(1.0)
 
+    def _wait_ready(self, timeout: float) -> list[int]:
+        """Wait for ``READY <port> [<port>...]`` on stdout and return the ports; on failure
+        kill the child and raise RuntimeError with its stderr tail."""
+        deadline = time.monotonic() + timeout
+        while not self._stdout.watched.wait(0.02):
+            if self.proc.poll() is not None and self._stdout.eof.is_set():
+                raise self._kill_and_describe("exited before printing READY")
+            if time.monotonic() >= deadline:
+                raise self._kill_and_describe(f"did not print READY within {timeout:g} s")
+        line = self._stdout.watched_line or ""
+        try:
+            ports = [int(word) for word in line.split()[1:]]
+            if not ports:
+                raise ValueError(line)
+            return ports
+        except ValueError:
+            raise self._kill_and_describe(f"printed a malformed READY line {line!r}") from None
+
     def _kill_and_describe(self, reason: str) -> RuntimeError:
         self.stop(timeout=0)
         tail = "\n".join(self.stderr_tail(20)) or "(no stderr)"
@@ -242,6 +316,13 @@ class DemoServer(_Child):
         super().__init__(proc, "demo-server", watch="READY ")
         self.host = host
         self.port: int = 0
+        self.control_port: int = 0
+        """The server's control-only listener on 127.0.0.1: toggles work through it even while
+        the main listener is in an accept stall."""
+
+    @property
+    def control_url(self) -> str:
+        return f"http://127.0.0.1:{self.control_port or self.port}"
 
     @property
     def url(self) -> str:
@@ -262,26 +343,46 @@ class DemoServer(_Child):
     def __repr__(self) -> str:
         return f"DemoServer(pid={self.pid}, url={self.url!r}, returncode={self.returncode})"
 
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not self._stdout.watched.wait(0.02):
-            if self.proc.poll() is not None and self._stdout.eof.is_set():
-                raise self._kill_and_describe("exited before printing READY")
-            if time.monotonic() >= deadline:
-                raise self._kill_and_describe(f"did not print READY within {timeout:g} s")
-        line = self._stdout.watched_line or ""
-        try:
-            self.port = int(line.split()[1])
-        except (IndexError, ValueError):
-            raise self._kill_and_describe(f"printed a malformed READY line {line!r}") from None
+    def control_state(self) -> dict[str, object]:
+        """``{"toggles": {...}, "status": {"accepting", "requests", ...}}`` from the server."""
+        return control_request(self.control_url)
+
+    def toggles(self) -> dict[str, float]:
+        """Every live toggle's current value (0 = off); see ``lifescope.demo.toggles``."""
+        return _toggle_values(self.control_state())
+
+    def set_toggle(self, name: str, value: bool | float) -> dict[str, float]:
+        """Set one server toggle now (True = its default on-value); returns all toggles."""
+        return _toggle_values(control_request(self.control_url, name, value))
 
 
 class LoadGen(_Child):
-    """A running ``lifescope.demo.load`` child; its one-line summary is read after it exits."""
+    """A running ``lifescope.demo.load`` child; its one-line summary is read after it exits.
+
+    Its first line is ``READY <port>``: the loopback port of its control endpoint, through which
+    ``set_mode`` switches the misbehaving clients (slow readers, flood, churn) at run time.
+    """
 
     def __init__(self, proc: subprocess.Popen[bytes], url: str) -> None:
-        super().__init__(proc, "demo-load", watch=None)
+        super().__init__(proc, "demo-load", watch="READY ")
         self.url = url
+        self.control_port: int = 0
+
+    @property
+    def control_url(self) -> str:
+        return f"http://127.0.0.1:{self.control_port}"
+
+    def control_state(self) -> dict[str, object]:
+        """``{"toggles": {...}, "status": {"flood_open", "slow_readers_open", ...}}``."""
+        return control_request(self.control_url)
+
+    def toggles(self) -> dict[str, float]:
+        """Every mode's current value (0 = off); see ``lifescope.demo.toggles.LOAD_MODES``."""
+        return _toggle_values(self.control_state())
+
+    def set_mode(self, name: str, value: bool | float) -> dict[str, float]:
+        """Set one load mode now (True = its default on-value); returns all modes."""
+        return _toggle_values(control_request(self.control_url, name, value))
 
     @property
     def summary(self) -> str | None:
@@ -316,6 +417,19 @@ class LoadGen(_Child):
 
     def __repr__(self) -> str:
         return f"LoadGen(pid={self.pid}, url={self.url!r}, returncode={self.returncode})"
+
+
+def _number(value: float) -> str:
+    """A toggle value for a URL or a flag, without ``:g``'s rounding to six digits."""
+    number = float(value)
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def _toggle_values(state: Mapping[str, object]) -> dict[str, float]:
+    toggles = state.get("toggles")
+    if not isinstance(toggles, dict):
+        raise ControlError(f"control answer has no toggles: {state!r}")
+    return {str(k): float(v) for k, v in toggles.items()}
 
 
 # ------------------------------------------------------------------------------------- spawning
@@ -368,7 +482,9 @@ def start_demo_server(
         raise ValueError(f"refusing non-loopback host {host!r}: use one of {LOOPBACK_HELP}")
     argv = [python, "-m", "lifescope.demo.server", "--host", host, "--port", str(port), *flags]
     server = DemoServer(_spawn(argv, python, die_with_parent), host)
-    server._wait_ready(timeout)
+    ports = server._wait_ready(timeout)
+    server.port = ports[0]
+    server.control_port = ports[1] if len(ports) > 1 else ports[0]
     return server
 
 
@@ -388,11 +504,15 @@ def start_load(
     python: str = sys.executable,
     *,
     max_requests: int | None = None,
+    modes: Mapping[str, float] | None = None,
     die_with_parent: bool = True,
+    timeout: float = 10.0,
 ) -> LoadGen:
     """Spawn ``python -m lifescope.demo.load`` against a loopback URL; it runs in the background.
 
-    The URL is checked here too (ValueError), so a bad target fails in the caller, not in a child.
+    Returns once the child's control endpoint is up (its ``READY`` line), so ``set_mode`` works
+    at once. ``modes`` are initial mode values (``{"flood": 50}``). The URL is checked here too
+    (ValueError), so a bad target fails in the caller, not in a child.
     """
     check_loopback_url(url)
     argv = [
@@ -413,4 +533,8 @@ def start_load(
         argv += ["--mix", mix_arg]
     if max_requests is not None:
         argv += ["--max-requests", str(max_requests)]
-    return LoadGen(_spawn(argv, python, die_with_parent), url)
+    for name, value in (modes or {}).items():
+        argv += ["--mode", f"{name}={_number(value)}"]
+    load = LoadGen(_spawn(argv, python, die_with_parent), url)
+    load.control_port = load._wait_ready(timeout)[0]
+    return load

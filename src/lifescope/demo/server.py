@@ -6,6 +6,15 @@ the process: executor threads (``/db``), a stalled event loop (``/block``), CPU 
 (``--slow-middleware``) and GIL contention from a background thread (``--gil-hog``). The healthy
 contrasts (``/fast``, ``/sleep``) are there so the pathologies have something to stand out against.
 
+Live toggles (see ``lifescope.demo.toggles`` for the table and the protocol) make one layer
+dominant at a time on stage, without a restart: ``GET /_lifescope/toggles`` reads them and
+``POST /_lifescope/toggles/NAME?on=1|0`` or ``?value=N`` changes one — on the main port, and
+on a second, control-only loopback port (the second number of the ``READY <port> <control-port>``
+line) that keeps answering while the main listener is in an accept stall. The start-up flags
+(``--slow-middleware``, ``--gil-hog``, ``--toggle NAME=VALUE``) only set their initial values.
+The control endpoints answer loopback peers only, and refuse requests a browser page on another
+origin could forge (a cross-site ``POST`` to localhost needs no CORS permission to be *sent*).
+
 Handler names (``handle_block``, ``handle_db``, ...) are part of the interface: lifescope shows the
 innermost application frame as "the guilty frame", so they have to read well on screen.
 
@@ -21,6 +30,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import json
+import math
 import random
 import signal
 import sqlite3
@@ -29,10 +39,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from lifescope.demo.children import arm_parent_death_signal, is_loopback_host
+from lifescope.demo.toggles import BLOCK_LOOP_SLEEP_S, CONTROL_PATH, SERVER_TOGGLES
 
 if TYPE_CHECKING:
     # Aliases only under TYPE_CHECKING: subscripting collections.abc at runtime needs 3.9+.
@@ -145,9 +157,19 @@ class DatabasePool:
         return conn
 
 
-def run_report_query(pool: DatabasePool) -> list[dict[str, object]]:
-    """The blocking part of ``/db``; runs in an executor thread (sqlite drops the GIL inside)."""
-    return [dict(row) for row in pool.connection().execute(DB_QUERY).fetchall()]
+def run_report_query(pool: DatabasePool, min_ms: float = 0.0) -> list[dict[str, object]]:
+    """The blocking part of ``/db``; runs in an executor thread (sqlite drops the GIL inside).
+
+    With ``min_ms`` (the ``slow_db`` toggle) the query is re-run until that much time has
+    passed: real database work in sqlite's C code, like a report that outgrew its index, rather
+    than a sleep — so what lifescope sees is an executor thread busy in ``execute``.
+    """
+    conn = pool.connection()
+    deadline = time.perf_counter() + min(min_ms, MAX_MS) / 1000.0
+    rows = conn.execute(DB_QUERY).fetchall()
+    while time.perf_counter() < deadline:
+        rows = conn.execute(DB_QUERY).fetchall()
+    return [dict(row) for row in rows]
 
 
 # ------------------------------------------------------------------------------------ CPU workers
@@ -189,6 +211,147 @@ def build_big_payload(n: int) -> list[dict[str, object]]:
     ]
 
 
+# ------------------------------------------------------------------------------------ live toggles
+
+
+class Stage:
+    """The live toggles of one running server, and the machinery each one switches.
+
+    Plain attributes read on every request: toggles change only from control handlers on the
+    loop thread, so the loop never sees a half-applied change and no lock is needed. (The GIL
+    hog thread reads nothing but its own stop event.)
+    """
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {name: 0.0 for name in SERVER_TOGGLES}
+        self.requests = 0
+        """Requests that went through the pathology middleware (health/control excluded)."""
+        self.blocked = 0
+        self._payload: tuple[int, list[dict[str, object]]] | None = None
+        self._hog: threading.Thread | None = None
+        self._hog_stop = threading.Event()
+        self._server: asyncio.AbstractServer | None = None
+        self._accept_paused = False
+        self._resume: asyncio.TimerHandle | None = None
+        self._stall_until = 0.0
+
+    # ---- reading
+
+    def value(self, name: str) -> float:
+        return self.values[name]
+
+    def snapshot(self) -> dict[str, object]:
+        """The control endpoint's JSON: every toggle's value, and what is running because of it."""
+        values = dict(self.values)
+        if self._accept_paused:
+            values["accept_stall"] = max(0.0, self._stall_until - time.monotonic())
+        toggles = {name: SERVER_TOGGLES[name].render(v) for name, v in values.items()}
+        hog = self._hog
+        return {
+            "toggles": toggles,
+            "status": {
+                "accepting": not self._accept_paused,
+                "requests": self.requests,
+                "blocked": self.blocked,
+                "gil_hog_running": hog is not None and hog.is_alive(),
+            },
+        }
+
+    def big_payload(self, n: int) -> list[dict[str, object]]:
+        """The object ``big_json`` serializes, built once per size: the toggle is about the cost
+        of serialization (layer 5), so building it must not be part of every request."""
+        if self._payload is None or self._payload[0] != n:
+            self._payload = (n, build_big_payload(n))
+        return self._payload[1]
+
+    # ---- changing
+
+    def attach_server(self, server: asyncio.AbstractServer | None) -> None:
+        """Called once the listener exists, so ``accept_stall`` has something to pause."""
+        self._server = server
+        if self.values["accept_stall"] > 0:
+            self.set("accept_stall", self.values["accept_stall"])
+
+    def set(self, name: str, value: float) -> None:
+        """Apply one toggle now. Raises RuntimeError if this interpreter cannot do it."""
+        if name == "gil_hog":
+            self._set_gil_hog(value > 0)
+        elif name == "accept_stall":
+            self._set_accept_stall(value)
+            return  # _set_accept_stall records the value (it may refuse)
+        elif name == "big_json" and value == 0:
+            self._payload = None  # give the memory back
+        self.values[name] = value
+
+    def close(self) -> None:
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+        self._set_gil_hog(False)
+
+    def _set_gil_hog(self, on: bool) -> None:
+        hog = self._hog
+        if on:
+            if hog is not None and hog.is_alive():
+                return
+            self._hog_stop = threading.Event()
+            hog = threading.Thread(
+                target=gil_hog_spin, args=(self._hog_stop,), name="gil-hog", daemon=True
+            )
+            hog.start()
+            self._hog = hog
+        elif hog is not None:
+            self._hog_stop.set()
+            # The hog checks its event every ~5 ms of spinning; joining here (on the loop, a
+            # moment) means a caller that saw the toggle go off also sees the thread gone.
+            hog.join(2.0)
+            self._hog = None
+
+    def _set_accept_stall(self, seconds: float) -> None:
+        """Pause or resume accept(): the listening socket stays open, so connections complete
+        their handshake in the kernel and wait in its accept queue — which is layer 1.
+
+        asyncio has no public pause for a listener (``pause_reading`` is per connection, and
+        ``Server.close()`` closes the socket, so new SYNs would be refused instead of queued).
+        So pausing removes the listener's reader from the selector (public ``remove_reader``);
+        resuming re-registers it through ``Server._start_serving`` — private, but the same code
+        on 3.8-3.13. Other loops (uvloop) are refused rather than half-supported.
+        """
+        server = self._server
+        loop = asyncio.get_running_loop()
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+        if seconds > 0:
+            if server is None:  # before the listener exists (a start-up flag): just record it
+                self.values["accept_stall"] = seconds
+                return
+            if not self._accept_paused:
+                if not hasattr(server, "_start_serving") or not hasattr(loop, "remove_reader"):
+                    raise RuntimeError("accept_stall needs asyncio's default event loop")
+                for sock in server.sockets or ():
+                    loop.remove_reader(sock.fileno())
+                self._accept_paused = True
+            self._stall_until = time.monotonic() + seconds
+            self._resume = loop.call_later(seconds, self._set_accept_stall, 0.0)
+            self.values["accept_stall"] = seconds
+            return
+        if self._accept_paused and server is not None:
+            server._serving = False  # type: ignore[attr-defined]
+            server._start_serving()  # type: ignore[attr-defined]
+        self._accept_paused = False
+        self.values["accept_stall"] = 0.0
+
+
+STAGE_KEY: web.AppKey[Stage] = web.AppKey("stage", Stage)
+
+
+def _exempt(path: str) -> bool:
+    """Health checks and the control endpoints bypass the pathologies, so a slowed-down demo can
+    still be checked and switched back."""
+    return path == "/health" or path.startswith("/_lifescope/")
+
+
 # --------------------------------------------------------------------------------------- handlers
 
 
@@ -206,14 +369,21 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
 
 
 async def handle_fast(request: web.Request) -> web.Response:
-    return web.json_response({"route": "fast", "ok": True})
+    items = int(request.app[STAGE_KEY].value("big_json"))
+    if items <= 0:
+        return web.json_response({"route": "fast", "ok": True})
+    # big_json: the same tiny route, now paying for serialization on the loop (layer 5).
+    payload = request.app[STAGE_KEY].big_payload(items)
+    body = json.dumps({"route": "fast", "ok": True, "items": payload})
+    return web.Response(text=body, content_type="application/json")
 
 
 async def handle_db(request: web.Request) -> web.Response:
     pool: DatabasePool = request.app[DB_POOL_KEY]
+    slow_ms = request.app[STAGE_KEY].value("slow_db")
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
-    rows = await loop.run_in_executor(None, run_report_query, pool)
+    rows = await loop.run_in_executor(None, run_report_query, pool, slow_ms)
     elapsed_ms = (time.perf_counter() - started) * 1000.0
     return web.json_response({"route": "db", "rows": rows, "query_ms": round(elapsed_ms, 3)})
 
@@ -246,28 +416,120 @@ async def handle_health(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def make_slow_middleware(ms: int) -> Middleware:
-    """An L3 stall: the request is parsed but waits in middleware before any handler runs.
+def _control_refusal(request: web.Request) -> web.Response | None:
+    """Only loopback peers, and no cross-origin browser requests, may touch the toggles."""
+    if not is_loopback_host(request.remote or ""):
+        return web.json_response({"error": "control is loopback only"}, status=403)
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        try:
+            host = urlsplit(origin).hostname or ""
+        except ValueError:
+            host = ""
+        if not is_loopback_host(host):
+            return web.json_response({"error": f"refusing Origin {origin!r}"}, status=403)
+    return None
 
-    ``/health`` is exempt so readiness checks stay meaningful while the demo is slowed down.
+
+async def handle_toggles(request: web.Request) -> web.Response:
+    refusal = _control_refusal(request)
+    if refusal is not None:
+        return refusal
+    return web.json_response(request.app[STAGE_KEY].snapshot())
+
+
+async def handle_set_toggle(request: web.Request) -> web.Response:
+    refusal = _control_refusal(request)
+    if refusal is not None:
+        return refusal
+    name = request.match_info["name"]
+    spec = SERVER_TOGGLES.get(name)
+    if spec is None:
+        known = sorted(SERVER_TOGGLES)
+        return web.json_response({"error": f"no toggle {name!r}", "known": known}, status=404)
+    try:
+        value = spec.parse(request.query.get("on"), request.query.get("value"))
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    stage = request.app[STAGE_KEY]
+    try:
+        stage.set(name, value)
+    except RuntimeError as exc:
+        return web.json_response({"error": str(exc)}, status=501)
+    return web.json_response(stage.snapshot())
+
+
+# ------------------------------------------------------------------------------------ middlewares
+
+
+def blocking_call(seconds: float) -> None:
+    """The ``block_loop`` pathology: a synchronous call on the event loop thread.
+
+    Named for what it is, because it is what lifescope shows as the stall's guilty frame.
     """
+    time.sleep(seconds)
+
+
+@web.middleware
+async def block_loop_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every Nth request (``block_loop`` = N) blocks the whole loop before it is handled."""
+    stage = request.app[STAGE_KEY]
+    if not _exempt(request.path):
+        stage.requests += 1
+        every = int(stage.value("block_loop"))
+        if every > 0 and stage.requests % every == 0:
+            stage.blocked += 1
+            blocking_call(BLOCK_LOOP_SLEEP_S)
+    return await handler(request)
+
+
+@web.middleware
+async def slow_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An L3 stall: the request is parsed but waits in middleware before any handler runs,
+    like an auth or rate-limit call to another service. Reads the toggle on every request."""
+    ms = request.app[STAGE_KEY].value("slow_middleware")
+    if ms > 0 and not _exempt(request.path):
+        await asyncio.sleep(ms / 1000.0)
+    return await handler(request)
+
+
+def make_slow_middleware(ms: int) -> Middleware:
+    """A fixed-delay slow middleware, independent of the toggles (kept for embedding callers)."""
 
     @web.middleware
-    async def slow_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def fixed_slow_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path != "/health":
             await asyncio.sleep(ms / 1000.0)
         return await handler(request)
 
-    return slow_middleware
+    return fixed_slow_middleware
 
 
 DB_POOL_KEY: web.AppKey[DatabasePool] = web.AppKey("db_pool", DatabasePool)
 
 
-def build_app(pool: DatabasePool, slow_middleware_ms: int = 0) -> web.Application:
-    middlewares = [make_slow_middleware(slow_middleware_ms)] if slow_middleware_ms > 0 else []
-    app = web.Application(middlewares=middlewares)
+def build_control_app(stage: Stage) -> web.Application:
+    """The control endpoints alone, for the out-of-band control listener.
+
+    Out of band because the toggles must work when the main listener does not: during an
+    accept stall a new connection to the main port waits in the very queue being demonstrated.
+    """
+    app = web.Application()
+    app[STAGE_KEY] = stage
+    app.router.add_get(CONTROL_PATH, handle_toggles)
+    app.router.add_post(CONTROL_PATH + "/{name}", handle_set_toggle)
+    return app
+
+
+def build_app(
+    pool: DatabasePool, slow_middleware_ms: float = 0, stage: Stage | None = None
+) -> web.Application:
+    stage = stage if stage is not None else Stage()
+    if slow_middleware_ms > 0:
+        stage.set("slow_middleware", float(slow_middleware_ms))
+    app = web.Application(middlewares=[block_loop_middleware, slow_middleware])
     app[DB_POOL_KEY] = pool
+    app[STAGE_KEY] = stage
     app.router.add_get("/fast", handle_fast)
     app.router.add_get("/db", handle_db)
     app.router.add_get("/block", handle_block)
@@ -275,10 +537,33 @@ def build_app(pool: DatabasePool, slow_middleware_ms: int = 0) -> web.Applicatio
     app.router.add_get("/bigjson", handle_bigjson)
     app.router.add_get("/sleep", handle_sleep)
     app.router.add_get("/health", handle_health)
+    app.router.add_get(CONTROL_PATH, handle_toggles)
+    app.router.add_post(CONTROL_PATH + "/{name}", handle_set_toggle)
     return app
 
 
 # ------------------------------------------------------------------------------------------- main
+
+
+def _milliseconds(text: str) -> float:
+    """``--slow-middleware`` value: whole or fractional ms (``lifescope demo`` passes "200.0")."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError("must be a finite number of milliseconds")
+    return value
+
+
+def _toggle_arg(text: str) -> tuple[str, float]:
+    name, sep, raw = text.partition("=")
+    spec = SERVER_TOGGLES.get(name.strip())
+    if not sep or spec is None:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=VALUE with NAME one of {', '.join(SERVER_TOGGLES)}"
+        )
+    try:
+        return spec.name, spec.parse(None, raw.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -290,15 +575,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one")
     parser.add_argument(
         "--slow-middleware",
-        type=int,
+        type=_milliseconds,
         default=0,
         metavar="MS",
-        help="sleep MS milliseconds in a middleware before every handler (0 = off)",
+        help="initial slow_middleware toggle: wait MS ms before every handler (0 = off)",
     )
     parser.add_argument(
         "--gil-hog",
         action="store_true",
-        help="run a background thread 'gil-hog' that spins pure-Python CPU work forever",
+        help="initial gil_hog toggle: a background thread 'gil-hog' spins pure-Python CPU work",
+    )
+    parser.add_argument(
+        "--toggle",
+        type=_toggle_arg,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"initial value of a live toggle (repeatable): {', '.join(SERVER_TOGGLES)}",
+    )
+    parser.add_argument(
+        "--control-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="127.0.0.1 port for the toggles only, which keeps working during an accept stall "
+        "(default 0: any free one; printed as the second number of the READY line)",
     )
     parser.add_argument(
         "--backlog",
@@ -310,6 +611,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error("--port must be in [0, 65535]")
+    if not 0 <= args.control_port <= 65535:
+        parser.error("--control-port must be in [0, 65535]")
     if not 0 <= args.slow_middleware <= MAX_MS:
         parser.error(f"--slow-middleware must be in [0, {MAX_MS}]")
     if args.backlog < 1:
@@ -325,6 +628,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def initial_toggles(args: argparse.Namespace) -> dict[str, float]:
+    """The toggles the command line asks for; ``--toggle`` wins over the older flags."""
+    values: dict[str, float] = {}
+    if args.slow_middleware:
+        values["slow_middleware"] = float(args.slow_middleware)
+    if args.gil_hog:
+        values["gil_hog"] = 1.0
+    for name, value in args.toggle:
+        values[name] = value
+    return values
+
+
 async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     pool = DatabasePool()
@@ -336,24 +651,28 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    hog_stop = threading.Event()
-    if args.gil_hog:
-        threading.Thread(target=gil_hog_spin, args=(hog_stop,), name="gil-hog", daemon=True).start()
+    stage = Stage()
+    for name, value in initial_toggles(args).items():
+        stage.set(name, value)
 
     # Short shutdown_timeout: SIGTERM must end the process in about a second even with keep-alive
     # clients attached or a /sleep in flight; the demo has no work worth draining.
-    runner = web.AppRunner(
-        build_app(pool, args.slow_middleware), access_log=None, shutdown_timeout=0.25
-    )
+    runner = web.AppRunner(build_app(pool, stage=stage), access_log=None, shutdown_timeout=0.25)
+    control = web.AppRunner(build_control_app(stage), access_log=None, shutdown_timeout=0.25)
     await runner.setup()
+    await control.setup()
     try:
         site = web.TCPSite(runner, args.host, args.port, backlog=args.backlog)
         await site.start()
+        await web.TCPSite(control, "127.0.0.1", args.control_port).start()
+        # aiohttp keeps the asyncio Server private; accept_stall needs it to pause the listener.
+        stage.attach_server(getattr(site, "_server", None))
         port = _bound_port(runner, args.port)
-        print(f"READY {port}", flush=True)
+        print(f"READY {port} {_bound_port(control, args.control_port)}", flush=True)
         await stop.wait()
     finally:
-        hog_stop.set()
+        stage.close()
+        await control.cleanup()
         await runner.cleanup()
 
 
