@@ -319,7 +319,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         if args.web is not None:
             return _serve_web(server.pid, args.web)
-        app = LifescopeApp(server.pid, title_hint=f"demo server on {server.url}")
+        from lifescope.ui.app import Stage
+
+        app = LifescopeApp(
+            server.pid, title_hint=f"demo server on {server.url}", stage=Stage(server, load)
+        )
         app.run()
         return app.return_code or 0
     finally:

@@ -22,11 +22,12 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, VerticalScroll
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Digits, Footer, Static
 
 from lifescope import __version__
+from lifescope.analysis import narration
 from lifescope.analysis import report as analysis
 from lifescope.analysis.frames import kind as frame_kind
 from lifescope.analysis.frames import label
@@ -48,7 +49,10 @@ HELP = """\
   q  quit (the target keeps running, untouched)
   p  pause / resume the panes (probes keep sampling)
   ?  this help
+  l  large text: the headline numbers in big digits, for a projector
   replay only: ← → seek 5 s · , . step 1 s · - + speed 0.25×–8×
+  demo only: 1–8 switch the demo's pathologies on and off (see the
+     stage line at the bottom); the » line says what is happening
 
 [b]Panes[/b] (shares are over the last {window:.0f} s)
   Connections     listeners' accept queue / backlog, connections
@@ -88,6 +92,97 @@ class StackScreen(ModalScreen[None]):
             yield Static(text)
 
 
+class Stage:
+    """The demo's children and which stage keys are on, for `lifescope demo`."""
+
+    def __init__(self, server: object, load: object) -> None:
+        self.server = server
+        self.load = load
+        self.on: set[str] = set()
+
+    def press(self, key: str) -> str:
+        """Flip a stage key; blocking HTTP to the loopback control ports (run off the UI)."""
+        from lifescope.demo.toggles import KEYMAP
+
+        spec = KEYMAP[key]
+        turn_on = key not in self.on
+        for target, name, value in spec.actions(turn_on):
+            child = self.server if target == "server" else self.load
+            setter = child.set_toggle if target == "server" else child.set_mode  # type: ignore[attr-defined]
+            setter(name, value)
+        if turn_on:
+            self.on.add(key)
+        else:
+            self.on.discard(key)
+        return ("ON  " if turn_on else "OFF ") + spec.description
+
+    def legend(self) -> Text:
+        from lifescope.demo.toggles import STAGE_KEYS
+
+        short = {
+            "slow_middleware": "middleware",
+            "slow_db": "slow db",
+            "big_json": "big json",
+            "block_loop": "block loop",
+            "gil_hog": "gil hog",
+            "accept_stall": "accept stall",
+            "slow_readers": "slow clients",
+            "flood": "flood",
+        }
+        text = Text("stage ", style="bold")
+        for spec in STAGE_KEYS:
+            on = spec.key in self.on
+            text.append(f"[{spec.key}]", style="bold reverse" if on else "bold")
+            text.append(f"{short.get(spec.name, spec.name)} ", style="bold yellow" if on else "dim")
+        return text
+
+
+class LargeScreen(ModalScreen[None]):
+    """For a projector: the headline numbers in big digits and the sentence that explains them."""
+
+    BINDINGS: ClassVar = [Binding("escape,l,q", "dismiss", "close")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="large"):
+            yield Static("", id="large-headline")
+            with Horizontal(id="large-numbers"):
+                for key, title in (
+                    ("gil", "GIL held %"),
+                    ("stalls", "loop stalls"),
+                    ("queue", "accept queue"),
+                    ("flight", "in flight"),
+                ):
+                    with Vertical(classes="large-cell"):
+                        yield Static(title, classes="large-title")
+                        yield Digits("—", id=f"large-{key}")
+            yield Static("", id="large-layers")
+
+    def show(self, report: analysis.Report) -> None:
+        sentences = narration.narrate(report)
+        headline = Text(sentences[0].text, style="bold")
+        for extra in sentences[1:]:
+            headline.append(f"\n{extra.text}", style="")
+        self.query_one("#large-headline", Static).update(headline)
+        held = report.gil.held_share
+        self.query_one("#large-gil", Digits).update("—" if held is None else f"{held * 100:.0f}")
+        stalls = sum(len(loop.stalls) for loop in report.loops)
+        self.query_one("#large-stalls", Digits).update(str(stalls))
+        queue = sum(lv.accept_queue for lv in report.connections.listen)
+        self.query_one("#large-queue", Digits).update(str(queue))
+        flight = len(report.layers.in_flight) if report.layers else 0
+        self.query_one("#large-flight", Digits).update(str(flight))
+        if report.layers is not None:
+            from lifescope.ui.panes import LAYER_NAMES
+            from lifescope.ui.tables import bar
+
+            text = Text()
+            for layer, share in report.layers.shares:
+                text.append(f"{layer} {LAYER_NAMES[layer]:<15}", style="bold")
+                text.append_text(bar(share, 30))
+                text.append("\n")
+            self.query_one("#large-layers", Static).update(text)
+
+
 class HelpScreen(ModalScreen[None]):
     BINDINGS: ClassVar = [Binding("escape,q,question_mark", "dismiss", "close")]
 
@@ -112,6 +207,8 @@ class LifescopeApp(App[int]):
         Binding("comma", "seek(-1)", "back", show=False, priority=True),
         Binding("plus,equals_sign", "speed(1)", "faster", show=False, priority=True),
         Binding("minus", "speed(-1)", "slower", show=False, priority=True),
+        Binding("l", "large", "large text"),
+        *[Binding(str(n), f"stage('{n}')", show=False) for n in range(1, 9)],
     ]
 
     def __init__(
@@ -124,12 +221,14 @@ class LifescopeApp(App[int]):
         player: Player | None = None,
         record: str | None = None,
         http_lines: bool = False,
+        stage: Stage | None = None,
     ) -> None:
         super().__init__()
         self.pid = pid
         self.player = player
         self.record = record
         self.http_lines = http_lines
+        self.stage = stage
         self._last_tick = time.monotonic()
         self._source = source
         self.title_hint = title_hint
@@ -152,6 +251,7 @@ class LifescopeApp(App[int]):
             yield LayersPane(id="layers")
             yield ThreadsPane(id="threads")
             yield GilPane(id="gil")
+        yield Static("", id="narration")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -230,6 +330,9 @@ class LifescopeApp(App[int]):
             self._render_header(report)
             for pane in self.query(Pane):
                 pane.show(report)
+            self._render_narration(report)
+            if isinstance(self.screen, LargeScreen):
+                self.screen.show(report)
         self.renders += 1
 
     def _render_header(self, report: analysis.Report | None) -> None:
@@ -260,6 +363,18 @@ class LifescopeApp(App[int]):
             if self.dropped:
                 text.append(f" · ui dropped {self.dropped}", style="yellow")
         header.update(text)
+
+    def _render_narration(self, report: analysis.Report) -> None:
+        """One line in the essay's words: what the audience (or the on-call) is looking at."""
+        sentence = narration.headline(report)
+        style = {2: "bold red", 1: "bold yellow"}.get(int(sentence.severity), "green")
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(" » ", style=style)
+        text.append(sentence.text, style=style)
+        if self.stage is not None:
+            text.append("\n")
+            text.append_text(self.stage.legend())
+        self.query_one("#narration", Static).update(text)
 
     def _state_text(self) -> Text:
         if self.player is not None:
@@ -303,7 +418,32 @@ class LifescopeApp(App[int]):
         """Replay keys exist only in replay; live, the arrows stay with the tables."""
         if action in ("seek", "speed"):
             return self.player is not None
+        if action == "stage":
+            return self.stage is not None
         return True
+
+    def action_large(self) -> None:
+        screen = LargeScreen()
+        self.push_screen(screen)
+        if self.last_report is not None:
+            self.call_after_refresh(screen.show, self.last_report)
+
+    def action_stage(self, key: str) -> None:
+        stage = self.stage
+        if stage is None:
+            return
+
+        def flip() -> None:
+            try:
+                message = stage.press(key)
+            except Exception as exc:  # a child that died must not take the UI down
+                self.call_from_thread(
+                    self.notify, f"stage key {key} failed: {exc}", severity="error"
+                )
+                return
+            self.call_from_thread(self.notify, message, timeout=6)
+
+        self.run_worker(flip, thread=True, group="stage")
 
     def action_seek(self, seconds: float) -> None:
         if self.player is not None:
