@@ -64,6 +64,9 @@ def test_frame_kinds() -> None:
     assert kind("/usr/lib/python3.11/selectors.py") == "stdlib"
     assert kind("/venv/lib/python3.11/site-packages/aiohttp/web.py") == "library"
     assert kind("/srv/app/handlers.py") == "app"
+    # an application pip-installed into a virtualenv is still the application
+    assert kind("/venv/lib/python3.11/site-packages/myshop/views.py") == "app"
+    assert kind("/venv/lib/python3.11/site-packages/starlette/routing.py") == "library"
     assert kind("<frozen runpy>") == "native"
     assert short_file("/venv/lib/python3.11/site-packages/aiohttp/web.py") == "aiohttp/web.py"
     stack = [

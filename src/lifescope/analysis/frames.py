@@ -17,12 +17,78 @@ _STDLIB = re.compile(r"/lib/python3\.\d+/(?!site-packages/|dist-packages/)")
 _PACKAGES = re.compile(r"/(site|dist)-packages/")
 
 
+LIBRARIES = frozenset(
+    [
+        "aiohttp",
+        "aiosignal",
+        "anyio",
+        "asgiref",
+        "asyncpg",
+        "async_timeout",
+        "attr",
+        "attrs",
+        "blinker",
+        "celery",
+        "certifi",
+        "charset_normalizer",
+        "click",
+        "django",
+        "fastapi",
+        "flask",
+        "frozenlist",
+        "gevent",
+        "greenlet",
+        "grpc",
+        "gunicorn",
+        "h11",
+        "h2",
+        "httpcore",
+        "httptools",
+        "httpx",
+        "idna",
+        "itsdangerous",
+        "jinja2",
+        "kombu",
+        "markupsafe",
+        "multidict",
+        "orjson",
+        "psycopg",
+        "psycopg2",
+        "pydantic",
+        "pydantic_core",
+        "pymysql",
+        "redis",
+        "requests",
+        "sniffio",
+        "sqlalchemy",
+        "starlette",
+        "tornado",
+        "twisted",
+        "ujson",
+        "urllib3",
+        "uvicorn",
+        "uvloop",
+        "waitress",
+        "watchfiles",
+        "websockets",
+        "werkzeug",
+        "yarl",
+        "zmq",
+    ]
+)
+"""Frameworks and libraries a request passes through. Code installed in site-packages that is
+not one of these is treated as the application's own: deployed apps are often pip-installed
+into a virtualenv, and their handlers must still count as "the application's code"."""
+
+
 def kind(file: str) -> str:
-    """'app', 'library' (installed package), 'stdlib' or 'native' for a frame's file."""
+    """'app', 'library' (a known framework or library), 'stdlib' or 'native' for a file."""
     if not file or file.startswith("<"):
         return "native"
-    if _PACKAGES.search(file):
-        return "library"
+    match = _PACKAGES.search(file)
+    if match:
+        top = file[match.end() :].split("/", 1)[0].split(".", 1)[0].lower()
+        return "library" if top in LIBRARIES or top.endswith(("-info", "_libs")) else "app"
     if _STDLIB.search(file):
         return "stdlib"
     return "app"

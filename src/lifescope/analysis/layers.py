@@ -142,8 +142,15 @@ def _thread_segments(
 
 
 def _task_decision(task: TaskInfo, rules: Sequence[Rule]) -> Decision | None:
+    """A parked task's layer. As for threads, the application's own frames alone do not make
+    a task a request (the server's main task waiting for shutdown is not one): a framework
+    or a stream must be in its chain, or a rule must have recognised its code."""
     frames = [Frame(a.name, a.file, a.line) for a in reversed(task.chain)]
     decision = classify(frames, rules)
+    if decision is not None and decision.rule is None and not any(
+        frame_kind(f.file) == "library" or "asyncio/streams.py" in f.file for f in frames
+    ):
+        return None
     if decision is not None and task.awaiting and not decision.wait:
         return Decision(decision.layer, decision.kind, decision.frame, decision.rule, task.awaiting)
     return decision
