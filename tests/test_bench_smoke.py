@@ -19,6 +19,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ("bench_gil.py", "gil.json"),
         ("bench_sockets.py", "sockets.json"),
         ("bench_packets.py", "packets.json"),
+        ("bench_tasks.py", "tasks.json"),
     ],
 )
 def test_quick_benchmark_runs(script: str, result: str) -> None:

@@ -30,6 +30,7 @@ from lifescope.probes.gil import GilProbe
 from lifescope.probes.packets import PacketsProbe
 from lifescope.probes.pyspy import DumpProbe, StacksProbe
 from lifescope.probes.sockets import SocketsProbe
+from lifescope.probes.tasks import TasksProbe
 from lifescope.probes.threads import ThreadsProbe
 from lifescope.samples import CollectorCost, Hello, TargetGone
 from lifescope.target import Target, TargetError, parse_pid, python_children, resolve
@@ -37,7 +38,7 @@ from lifescope.target import Target, TargetError, parse_pid, python_children, re
 if TYPE_CHECKING:
     from lifescope.prometheus import MetricsExporter
 
-PROBES = ("gil", "threads", "stacks", "dump", "sockets", "packets")
+PROBES = ("gil", "threads", "stacks", "dump", "sockets", "packets", "tasks")
 FLUSH_EVERY_S = 0.1
 """Stream latency bound; also what a SIGKILLed recording can lose at most."""
 
@@ -52,6 +53,7 @@ def build_probes(
         "dump": lambda: DumpProbe(target, emit),
         "sockets": lambda: SocketsProbe(target, emit),
         "packets": lambda: PacketsProbe(target, emit, http_lines=http_lines),
+        "tasks": lambda: TasksProbe(target, emit),
     }
     return [factories[name]() for name in names]
 

@@ -15,12 +15,13 @@ from lifescope import rules as layer_rules
 from lifescope import syscalls
 from lifescope.analysis import concurrency, connections, gil, layers
 from lifescope.analysis import packets as packet_analysis
+from lifescope.analysis import tasks as task_analysis
 from lifescope.analysis.frames import innermost_app, label
 from lifescope.samples import Frame, Socket, SocketsSample
 from lifescope.timeline import Window
 
 SNAPSHOT_SCHEMA = "lifescope.snapshot/1"
-PROBE_ORDER = ("gil", "threads", "stacks", "dump", "sockets", "packets")
+PROBE_ORDER = ("gil", "threads", "stacks", "dump", "sockets", "packets", "tasks")
 
 _STATE_WORDS = {
     "R": "running",
@@ -161,6 +162,9 @@ class LoopView:
     stalls: tuple[StallView, ...]
     running: str | None
     executors: tuple[int, ...]
+    tasks: task_analysis.TasksSummary | None = None
+    task_source: str | None = None
+    """"memory" (every task, read from the target), "stacks" (the running one only) or None."""
 
 
 SERIES_STEP_S = 0.5
@@ -237,6 +241,7 @@ def _probe_views(window: Window) -> tuple[ProbeView, ...]:
         "dump": len(window.dumps),
         "sockets": len(window.sockets),
         "packets": sum(p.captured for p in window.packets),
+        "tasks": len(window.tasks),
         "stacks": sum(w.samples for w in window.stacks),
     }
     views = []
@@ -528,6 +533,7 @@ def build(window: Window, rules: tuple[layer_rules.Rule, ...] | None = None) -> 
         window.end,
         conc.roles,
     )
+    tasks_summary = task_analysis.summarize(window.tasks)
     loops = tuple(
         LoopView(
             tid=loop.tid,
@@ -544,6 +550,8 @@ def build(window: Window, rules: tuple[layer_rules.Rule, ...] | None = None) -> 
             ),
             running=loop.running,
             executors=loop.executors,
+            tasks=tasks_summary,
+            task_source=task_analysis.task_source((*window.tasks, *window.stacks)),
         )
         for loop in conc.loops
     )
@@ -657,6 +665,8 @@ def to_json(report: Report) -> dict[str, object]:
                 "busy_share": loop.busy_share,
                 "running": loop.running,
                 "executors": list(loop.executors),
+                "tasks": loop.tasks.to_json() if loop.tasks else None,
+                "task_source": loop.task_source,
                 "stalls": [
                     {
                         "start_s": stall.start_s,

@@ -255,6 +255,16 @@ def _loop_summary(report: Report) -> Text:
         text.append(f" · loop busy {pct(busy)}", style="bold red" if (busy or 0) > 0.8 else "")
         stalls = loop.stalls
         text.append(f" · {len(stalls)} stalls ≥100ms", style="red" if stalls else "dim")
+        if loop.tasks is not None:
+            tasks = loop.tasks
+            text.append(f"\n tasks {tasks.total}", style="bold")
+            text.append(
+                " (" + ", ".join(f"{s} {n}" for s, n in tasks.by_state.items()) + ")", style="dim"
+            )
+            for point in tasks.top_awaiting[:1]:
+                text.append(f" · {point.count}× {point.frame}", style="cyan")
+        elif loop.task_source == "stacks":
+            text.append("\n tasks: running one only (task reader unavailable)", style="dim")
         for stall in stalls[-2:][::-1]:
             gil = {True: "GIL held", False: "GIL free", None: "GIL ?"}[stall.gil_held]
             more = "+" if stall.ongoing else ""

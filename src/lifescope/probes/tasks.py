@@ -1,0 +1,156 @@
+"""The tasks probe: every asyncio task of the target, what it awaits, 1-4 times a second.
+
+The reading itself is :mod:`lifescope.probes.asyncio_reader` (``process_vm_readv`` only: the
+target is never paused and runs no code for us).  This probe paces it, measures what each pass
+costs (``read_ms``, shown in the UI), and works out which thread runs the busiest event loop
+(``loop_tid``) so the coroutine view can be put beside that thread's stack samples.
+
+Pacing: a pass over 5,000 tasks costs tens of milliseconds of *our* CPU; the probe keeps its
+duty cycle at most ~25 % by stretching the period when passes get slow, so a huge task count
+slows the view down instead of eating a core.
+
+When tasks cannot be read (not CPython 3.8-3.13, no ``_asyncio``, permissions, a build whose
+layout does not validate) the probe reports ``unavailable``/``denied``/``gone`` with the reason
+and a remedy, and never raises: the analysis then falls back to the running coroutine seen in
+stack samples and says so.  "asyncio not imported yet" is retried every few seconds, since a
+server may import it after we attach.
+"""
+
+from __future__ import annotations
+
+import time
+
+from lifescope.probes.asyncio_reader import AsyncioReader, TasksUnavailable
+from lifescope.probes.base import Emit, Probe
+from lifescope.probes.gil_reader import GilReader, GilUnavailable
+from lifescope.samples import TasksSample
+from lifescope.target import Target
+
+DEFAULT_HZ = 2.0
+MAX_DUTY = 0.25
+"""Longest share of wall time the probe spends reading: a 100 ms pass waits ≥ 300 ms."""
+RETRY_S = 5.0
+"""How often to retry attaching while the target has not imported asyncio yet."""
+LOOP_TID_REFRESH_S = 10.0
+
+
+class TasksProbe(Probe):
+    probe_name = "tasks"
+
+    def __init__(
+        self, target: Target, emit: Emit, rate_hz: float = DEFAULT_HZ, max_tasks: int = 5000
+    ) -> None:
+        super().__init__(target, emit)
+        self.rate_hz = max(0.1, min(rate_hz, 20.0))
+        self.max_tasks = max(1, max_tasks)
+        self._gil: GilReader | None = None
+        self._gil_failed = False
+        self._loop: int | None = None
+        self._loop_tid: int | None = None
+        self._loop_checked = 0.0
+
+    def sample_loop(self) -> None:
+        while not self.stopping:
+            reader = self._attach()
+            if reader is None:
+                return
+            if not self._run(reader):
+                return
+
+    def _attach(self) -> AsyncioReader | None:
+        """Open the reader, retrying while waiting may help; None when the probe should end."""
+        while not self.stopping:
+            try:
+                reader = AsyncioReader.open(self.target.pid)
+            except TasksUnavailable as exc:
+                self.set_status(exc.status, exc.reason, exc.remedy or None)
+                if exc.status == "gone" or not exc.retry or not self.target.alive():
+                    return None
+                if not self.sleep(RETRY_S):
+                    return None
+                continue
+            self.set_status("ok")
+            return reader
+        return None
+
+    def _run(self, reader: AsyncioReader) -> bool:
+        """Sample until stopped (False) or the reader must be re-opened (True)."""
+        period = 1.0 / self.rate_hz
+        while not self.stopping:
+            started = time.monotonic()
+            try:
+                tasks, total, errors = reader.read(self.max_tasks)
+            except TasksUnavailable as exc:
+                self.set_status(exc.status, exc.reason, exc.remedy or None)
+                if exc.status == "gone" or not self.target.alive():
+                    return False
+                return self.sleep(RETRY_S)
+            read_ms = (time.monotonic() - started) * 1000.0
+            self.emit(
+                TasksSample(
+                    t=time.monotonic(),
+                    loop_tid=self._busiest_loop_tid(reader),
+                    tasks=tuple(tasks),
+                    total=total,
+                    read_ms=round(read_ms, 3),
+                    errors=errors,
+                )
+            )
+            if total > len(tasks) and len(tasks) >= self.max_tasks:
+                self.set_status(
+                    "degraded",
+                    f"{total} tasks, reading the first {self.max_tasks} per pass",
+                    "raise max_tasks to see every task (each pass costs more)",
+                )
+            else:
+                self.set_status("ok")
+            elapsed = time.monotonic() - started
+            wait = max(period - elapsed, elapsed * (1.0 / MAX_DUTY - 1.0))
+            if not self.sleep(wait):
+                return False
+        return False
+
+    # ------------------------------------------------------------------ loop thread
+    def _busiest_loop_tid(self, reader: AsyncioReader) -> int | None:
+        """TID of the thread running the loop that owns the most tasks (cached ~10 s).
+
+        The loop's ``_thread_id`` is a ``threading.get_ident()`` value; the thread state with
+        that ident gives the kernel TID directly on 3.11+ and through the GIL reader's
+        pthread mapping on 3.8-3.10.
+        """
+        if not reader.loops:
+            return self._loop_tid
+        loop = max(reader.loops, key=lambda k: reader.loops[k])
+        now = time.monotonic()
+        if loop == self._loop and now - self._loop_checked < LOOP_TID_REFRESH_S:
+            return self._loop_tid
+        self._loop, self._loop_checked = loop, now
+        self._loop_tid = None
+        ident = reader.loop_thread_ident(loop)
+        if not ident:
+            return None
+        states = reader.thread_states()
+        for address, (thread_ident, native) in states.items():
+            if thread_ident != ident:
+                continue
+            if native:
+                self._loop_tid = native
+            else:
+                self._loop_tid = self._tid_from_gil_reader(address)
+            break
+        return self._loop_tid
+
+    def _tid_from_gil_reader(self, tstate: int) -> int | None:
+        if self._gil_failed:
+            return None
+        try:
+            if self._gil is None:
+                self._gil = GilReader.open(self.target.pid)
+            return self._gil.threads().get(tstate)
+        except GilUnavailable:
+            self._gil_failed = True
+            return None
+        except Exception:  # the TID is a nicety: never let it stop the task view
+            self._gil_failed = True
+            self._gil = None
+            return None
