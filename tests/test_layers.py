@@ -393,3 +393,31 @@ def test_user_rules_override_builtins(tmp_path: Path) -> None:
     decision = classify(frames, rules)
     assert decision is not None and (decision.layer, decision.kind) == ("L3", "auth")
     assert decision.rule == "ours.toml#1"
+
+
+def test_aiohttp_slow_middleware_is_layer_3_from_parked_tasks() -> None:
+    """Issue 9's truth: requests parked in a middleware's `await asyncio.sleep(0.2)` are read
+    from the target's memory, counted at that await point, and make L3 the largest layer."""
+    server = start_demo_server(port=0, flags=["--slow-middleware", "200"])
+    stop = threading.Event()
+    clients = hammer(server.port, "/fast", stop, workers=4)
+    try:
+        time.sleep(0.5)
+        result = report.build(
+            collect(server.pid, 4.0, probes=("threads", "stacks", "sockets", "tasks")).window()
+        )
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(15)
+        server.stop()
+    assert result.layers is not None and result.layers.measured == "stacks+tasks"
+    assert largest(result) == "L3", result.layers
+    loop = result.loops[0]
+    assert loop.task_source == "memory" and loop.tasks is not None
+    # aiohttp parks each connection's task on its request's task ("RequestHandler.start →
+    # task") and the request task in the middleware's sleep: both points are counted.
+    points = {p.frame: p.count for p in loop.tasks.top_awaiting}
+    parked = [n for frame, n in points.items() if "slow_middleware" in frame and "sleep" in frame]
+    assert parked, points
+    assert 2 <= parked[0] <= 4, points  # four clients, one request each at most
