@@ -147,8 +147,12 @@ def _task_decision(task: TaskInfo, rules: Sequence[Rule]) -> Decision | None:
     or a stream must be in its chain, or a rule must have recognised its code."""
     frames = [Frame(a.name, a.file, a.line) for a in reversed(task.chain)]
     decision = classify(frames, rules)
-    if decision is not None and decision.rule is None and not any(
-        frame_kind(f.file) == "library" or "asyncio/streams.py" in f.file for f in frames
+    if (
+        decision is not None
+        and decision.rule is None
+        and not any(
+            frame_kind(f.file) == "library" or "asyncio/streams.py" in f.file for f in frames
+        )
     ):
         return None
     if decision is not None and task.awaiting and not decision.wait:
@@ -157,10 +161,15 @@ def _task_decision(task: TaskInfo, rules: Sequence[Rule]) -> Decision | None:
 
 
 def _kernel_layer(c: conns.Connection) -> str | None:
+    """The layer the kernel alone can prove: bytes of a request nobody has read yet are L2
+    (the server has not got round to reading it — on a blocked loop, every other request
+    sits here), unacknowledged response bytes L5, and the phases of `_PHASE_LAYER`."""
     if c.kind != "client":
         return None
     if c.phase == "response" and c.socket.send_q > 0:
         return "L5"
+    if c.phase == "request" and c.socket.recv_q > 0:
+        return "L2"
     return _PHASE_LAYER.get(c.phase)
 
 
@@ -257,7 +266,8 @@ def analyse(
                     InFlight(
                         layer,
                         None,
-                        f"{layer} {c.phase}: {c.socket.peer}",
+                        f"{layer} {'unread request' if layer == 'L2' else c.phase}: "
+                        f"{c.socket.peer}",
                         c.thread,
                         None,
                         c.socket.peer,
