@@ -1,29 +1,43 @@
-"""Write SVG screenshots of the app attached to the demo server: `python tools/screenshots.py`.
+"""Write SVG (and PNG where possible) screenshots: `python tools/screenshots.py`.
 
-Starts the demo server (with its GIL-hog thread) and a bounded loopback load, attaches the
-real app headless at 80×24 and at a wide size, waits until every pane has rows, saves
-`screenshots/lifescope-80x24.svg` and `screenshots/lifescope-wide.svg`, and stops everything
-it started.
+By default the app replays the committed recording `tests/fixtures/demo-session.lsr` (the
+demo server with its GIL hog, a slow middleware and a blocking route, under load), paused
+at its end, so the images are deterministic and a test can check them. `--live` attaches
+to a freshly started demo server instead.
+
+Writes `screenshots/lifescope-80x24.svg` and `screenshots/lifescope-wide.svg` (+ .png).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 from textual.widgets import DataTable
 
-from lifescope.demo.children import start_demo_server, start_load
+from lifescope.recording import load
+from lifescope.replay import Player
 from lifescope.ui.app import LifescopeApp
 from lifescope.ui.panes import Pane
 
+ROOT = Path(__file__).resolve().parent.parent
+RECORDING = ROOT / "tests" / "fixtures" / "demo-session.lsr"
 SIZES = {"80x24": (80, 24), "wide": (140, 40)}
 
 
-async def shoot(pid: int, size: tuple[int, int], path: Path, settle_s: float = 6.0) -> None:
-    app = LifescopeApp(pid, title_hint="lifescope demo")
+def replay_app(recording: Path = RECORDING) -> LifescopeApp:
+    player = Player(load(str(recording)))
+    player.seek(player.end)
+    player.playing = False
+    return LifescopeApp(player=player, title_hint="lifescope demo (recorded)")
+
+
+async def render(app: LifescopeApp, size: tuple[int, int], settle_s: float = 0.0) -> str:
+    """The app's screen as SVG once every pane has rows."""
     async with app.run_test(size=size) as pilot:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30
@@ -31,33 +45,55 @@ async def shoot(pid: int, size: tuple[int, int], path: Path, settle_s: float = 6
             if all(p.query_one(DataTable).row_count for p in app.query(Pane)):
                 break
             await pilot.pause(0.25)
-        await pilot.pause(settle_s)  # let shares settle over a few seconds of load
-        path.parent.mkdir(parents=True, exist_ok=True)
-        app.save_screenshot(filename=path.name, path=str(path.parent))
+        await pilot.pause(settle_s or 0.3)
+        svg = app.export_screenshot(title="lifescope")
         await pilot.press("q")
+    return svg
+
+
+def to_png(svg_path: Path) -> Path | None:
+    png = svg_path.with_suffix(".png")
+    if shutil.which("rsvg-convert"):
+        subprocess.run(["rsvg-convert", "-o", str(png), str(svg_path)], check=True)
+        return png
+    return None
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="screenshots", help="directory for the SVG files")
+    parser.add_argument("--out", default=str(ROOT / "screenshots"), help="output directory")
+    parser.add_argument("--live", action="store_true", help="attach to a live demo server")
     args = parser.parse_args()
     out = Path(args.out)
-    server = start_demo_server(port=0, flags=["--gil-hog"])
-    load = start_load(
-        server.url,
-        rate=40,
-        concurrency=8,
-        duration=120,
-        mix="fast=6,db=3,sleep=2,cpu=1,bigjson=1,block=1",
-    )
+    out.mkdir(parents=True, exist_ok=True)
+    server = load_gen = None
+    if args.live:
+        from lifescope.demo.children import start_demo_server, start_load
+
+        server = start_demo_server(port=0, flags=["--gil-hog"])
+        load_gen = start_load(
+            server.url,
+            rate=40,
+            concurrency=8,
+            duration=120,
+            mix="fast=6,db=3,sleep=2,cpu=1,bigjson=1,block=1",
+        )
     try:
         for name, size in SIZES.items():
+            if server is not None:
+                app = LifescopeApp(server.pid, title_hint="lifescope demo")
+                svg = asyncio.run(render(app, size, settle_s=6.0))
+            else:
+                svg = asyncio.run(render(replay_app(), size))
             path = out / f"lifescope-{name}.svg"
-            asyncio.run(shoot(server.pid, size, path))
-            print(f"wrote {path}")
+            path.write_text(svg)
+            png = to_png(path)
+            print(f"wrote {path}" + (f" and {png.name}" if png else ""))
     finally:
-        load.stop()
-        server.stop()
+        if load_gen is not None:
+            load_gen.stop()
+        if server is not None:
+            server.stop()
     return 0
 
 
