@@ -177,3 +177,52 @@ def test_five_hundred_threads_stay_bounded(python_target) -> None:  # type: igno
     assert 5 <= threads_probe.rate_hz <= 15, threads_probe  # adapted down from 100 Hz
     cost = result.cost.cpu_share
     assert cost is not None
+
+
+DEEP = """
+import sys, time
+sys.setrecursionlimit(5000)
+def down(n):
+    if n == 0:
+        print("READY", flush=True)
+        time.sleep(120)
+    down(n - 1)
+down(2000)
+"""
+
+
+def test_two_thousand_frame_recursion(python_target) -> None:  # type: ignore[no-untyped-def]
+    proc = python_target(DEEP)
+    started = time.monotonic()
+    result = report.build(collect(proc.pid, 2.5).window())
+    assert time.monotonic() - started < 20
+    probes = {p.name: p for p in result.probes}
+    assert probes["stacks"].status == "ok", probes["stacks"]
+    assert result.threads[0].top_frame and result.threads[0].top_frame.startswith("down")
+
+
+def test_a_reused_pid_is_never_the_target(python_target) -> None:  # type: ignore[no-untyped-def]
+    """A process is pinned by (pid, start time): same pid, other start time is not it."""
+    import dataclasses
+
+    from lifescope.target import resolve
+
+    proc = python_target(BUSY)
+    target = resolve(proc.pid)
+    assert target.alive()
+    impostor = dataclasses.replace(target, start_ticks=target.start_ticks + 1)
+    assert not impostor.alive()
+
+
+async def test_no_color_and_dumb_terminal(python_target, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("TERM", "dumb")
+    proc = python_target(BUSY)
+    app = LifescopeApp(proc.pid)
+    async with app.run_test(size=(80, 24)) as pilot:
+        threads = app.query_one("#threads", Pane).query_one(DataTable)
+        await settle(pilot, lambda: threads.row_count > 0)
+        svg = app.export_screenshot()
+        assert "Threads" in svg
+        await pilot.press("q")
+    assert app.return_code == 0
