@@ -70,6 +70,16 @@ async def test_all_four_panes_fill_from_a_live_server(
         assert "latest stack" in shown and "(" in shown
         await pilot.press("escape")
 
+        conns = app.query_one("#connections", Pane)
+        await pilot.press("f")  # request only
+        await pilot.pause(0.6)
+        table = conns.query_one(DataTable)
+        phases = {str(table.get_row_at(i)[1]) for i in range(table.row_count)}
+        assert phases <= {"request"}, phases
+        assert "f:request" in str(conns.border_subtitle)
+        await pilot.press("o")
+        assert "o:rtt" in str(conns.border_subtitle)
+
         await pilot.press("question_mark")
         assert app.screen.__class__.__name__ == "HelpScreen"
         await pilot.press("escape")

@@ -50,6 +50,8 @@ HELP = """\
   p  pause / resume the panes (probes keep sampling)
   ?  this help
   l  large text: the headline numbers in big digits, for a projector
+  o  connections: change the order (activity, rtt, queue, peer)
+  f  connections: filter by phase (request, response, idle, ...)
   replay only: ← → seek 5 s · , . step 1 s · - + speed 0.25×–8×
   demo only: 1–8 switch the demo's pathologies on and off (see the
      stage line at the bottom); the » line says what is happening
@@ -208,6 +210,8 @@ class LifescopeApp(App[int]):
         Binding("plus,equals_sign", "speed(1)", "faster", show=False, priority=True),
         Binding("minus", "speed(-1)", "slower", show=False, priority=True),
         Binding("l", "large", "large text"),
+        Binding("o", "connections('sort')", "sort", show=False),
+        Binding("f", "connections('filter')", "filter", show=False),
         *[Binding(str(n), f"stage('{n}')", show=False) for n in range(1, 9)],
     ]
 
@@ -421,6 +425,11 @@ class LifescopeApp(App[int]):
         if action == "stage":
             return self.stage is not None
         return True
+
+    def action_connections(self, what: str) -> None:
+        pane = self.query_one("#connections", ConnectionsPane)
+        self.notify(pane.cycle(what), timeout=3)
+        self.refresh_views()
 
     def action_large(self) -> None:
         screen = LargeScreen()

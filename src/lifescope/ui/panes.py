@@ -90,8 +90,27 @@ def _packet_line(packets: PacketsView, probe: ProbeView | None) -> Text:
     return text
 
 
+SORTS = ("activity", "rtt", "queue", "peer")
+FILTERS = ("all", "request", "response", "idle", "accept-queue", "handshake", "closing")
+
+
 class ConnectionsPane(Pane):
+    """Listeners, phases and the busiest connections; `o` changes the order, `f` the filter."""
+
     TITLE = "Connections"
+    sort = "activity"
+    phase_filter = "all"
+
+    def cycle(self, what: str) -> str:
+        """Next sort order or phase filter; rows are rebuilt once, in the new order."""
+        if what == "sort":
+            self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
+        else:
+            index = FILTERS.index(self.phase_filter)
+            self.phase_filter = FILTERS[(index + 1) % len(FILTERS)]
+        self.query_one(DataTable).clear()
+        return f"connections: sort {self.sort}, showing {self.phase_filter}"
+
     COLUMNS = (
         ("peer", "peer", None),
         ("phase", "phase", None),
@@ -130,6 +149,13 @@ class ConnectionsPane(Pane):
             text.append("\n")
             text.append_text(_packet_line(packets, self.probe(report, "packets")))
         self.set_summary(problem or text)
+        shown_conns = [c for c in conn.top if self.phase_filter in ("all", c.phase)]
+        if self.sort == "rtt":
+            shown_conns.sort(key=lambda c: -(c.rtt_ms or 0.0))
+        elif self.sort == "queue":
+            shown_conns.sort(key=lambda c: -(c.recv_q + c.send_q))
+        elif self.sort == "peer":
+            shown_conns.sort(key=lambda c: c.peer)
         rows = {
             f"{c.local}>{c.peer}": (
                 Text(c.peer, style="" if c.kind == "client" else "italic"),
@@ -138,13 +164,12 @@ class ConnectionsPane(Pane):
                 "—" if c.rtt_ms is None else f"{c.rtt_ms:.2f}",
                 c.thread or "",
             )
-            for c in conn.top
+            for c in shown_conns
         }
         sync_rows(self.query_one(DataTable), rows)
-        shown = len(conn.top)
-        self.border_subtitle = (
-            f"top {shown} of {conn.total}" if conn.total > shown else f"{conn.total} conns"
-        )
+        shown = len(shown_conns)
+        count = f"top {shown} of {conn.total}" if conn.total > shown else f"{shown} conns"
+        self.border_subtitle = f"{count} · o:{self.sort} f:{self.phase_filter}"
 
 
 LAYER_NAMES = {
