@@ -80,9 +80,7 @@ def wait_listening(port: int) -> None:
 # --- aiohttp (the demo server) ---------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("path", "layer"), [("/cpu?ms=80", "L4"), ("/bigjson?n=120000", "L5")]
-)
+@pytest.mark.parametrize(("path", "layer"), [("/cpu?ms=80", "L4"), ("/bigjson?n=120000", "L5")])
 def test_aiohttp_dominant_layer(path: str, layer: str) -> None:
     """One closed-loop client (no think time): the connection's time is the server's.
 
@@ -421,3 +419,34 @@ def test_aiohttp_slow_middleware_is_layer_3_from_parked_tasks() -> None:
     parked = [n for frame, n in points.items() if "slow_middleware" in frame and "sleep" in frame]
     assert parked, points
     assert 2 <= parked[0] <= 4, points  # four clients, one request each at most
+
+
+async def test_pick_a_gunicorn_worker_in_the_ui(gunicorn) -> None:  # type: ignore[no-untyped-def]
+    """Attach to the master, press w, pick a worker: the app now watches that worker."""
+    from textual.widgets import DataTable as Table
+
+    from lifescope.target import python_children
+    from lifescope.ui.app import LifescopeApp
+
+    master, _ = gunicorn(workers=2)
+    wait_for(lambda: len(python_children(master)) == 2, timeout=20)
+    app = LifescopeApp(master)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(1.0)
+        await pilot.press("w")
+        await pilot.pause(0.3)
+        picker = app.screen.query_one("#workers", Table)
+        assert picker.row_count == 3  # the master and its two workers
+        picker.focus()
+        picker.move_cursor(row=1)
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        worker = python_children(master)[0]
+        assert app.pid == worker
+        header = app.query_one("#header")
+        loop = __import__("asyncio").get_running_loop()
+        deadline = loop.time() + 15
+        while f"pid {worker}" not in str(header.render()) and loop.time() < deadline:
+            await pilot.pause(0.2)
+        assert f"pid {worker}" in str(header.render())
+        await pilot.press("q")

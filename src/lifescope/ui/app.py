@@ -50,6 +50,7 @@ HELP = """\
   p  pause / resume the panes (probes keep sampling)
   ?  this help
   l  large text: the headline numbers in big digits, for a projector
+  w  pre-fork servers (gunicorn, uvicorn --workers): pick a worker to watch
   o  connections: change the order (activity, rtt, queue, peer)
   f  connections: filter by phase (request, response, idle, ...)
   replay only: ← → seek 5 s · , . step 1 s · - + speed 0.25×–8×
@@ -185,6 +186,32 @@ class LargeScreen(ModalScreen[None]):
             self.query_one("#large-layers", Static).update(text)
 
 
+class WorkerScreen(ModalScreen[int | None]):
+    """Pick a pre-fork worker (gunicorn, uvicorn --workers) to watch instead of the master."""
+
+    BINDINGS: ClassVar = [Binding("escape,q", "dismiss(None)", "close")]
+
+    def __init__(self, master: int, workers: list[int], current: int | None) -> None:
+        super().__init__()
+        self.master = master
+        self.worker_pids = workers
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help"):
+            yield Static(Text(f"processes of {self.master} (Enter to watch one)", style="bold"))
+            table: DataTable = DataTable(cursor_type="row", id="workers")
+            table.add_columns("pid", "role", "watching")
+            for pid in [self.master, *self.worker_pids]:
+                role = "master" if pid == self.master else "worker"
+                table.add_row(str(pid), role, "◀" if pid == self.current else "", key=str(pid))
+            yield table
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.dismiss(int(str(event.row_key.value)))
+
+
 class HelpScreen(ModalScreen[None]):
     BINDINGS: ClassVar = [Binding("escape,q,question_mark", "dismiss", "close")]
 
@@ -210,6 +237,7 @@ class LifescopeApp(App[int]):
         Binding("plus,equals_sign", "speed(1)", "faster", show=False, priority=True),
         Binding("minus", "speed(-1)", "slower", show=False, priority=True),
         Binding("l", "large", "large text"),
+        Binding("w", "workers", "workers", show=False),
         Binding("o", "connections('sort')", "sort", show=False),
         Binding("f", "connections('filter')", "filter", show=False),
         *[Binding(str(n), f"stage('{n}')", show=False) for n in range(1, 9)],
@@ -233,6 +261,7 @@ class LifescopeApp(App[int]):
         self.record = record
         self.http_lines = http_lines
         self.stage = stage
+        self.master_pid: int | None = None
         self._last_tick = time.monotonic()
         self._source = source
         self.title_hint = title_hint
@@ -425,6 +454,43 @@ class LifescopeApp(App[int]):
         if action == "stage":
             return self.stage is not None
         return True
+
+    def action_workers(self) -> None:
+        """List the master's Python workers (re-read now, so restarted ones appear) to pick."""
+        from lifescope.target import python_children
+
+        if self.player is not None or self.pid is None:
+            return
+        master = self.master_pid or self.pid
+        workers = python_children(master)
+        if not workers:
+            self.notify(f"pid {master} has no Python worker processes")
+            return
+
+        def chosen(pid: int | None) -> None:
+            if pid is not None and pid != self.pid:
+                self.switch_target(pid)
+
+        self.push_screen(WorkerScreen(master, workers, self.pid), chosen)
+
+    def switch_target(self, pid: int) -> None:
+        """Watch another process of the same server: a fresh collector, a fresh timeline."""
+        if self.master_pid is None:
+            self.master_pid = self.pid
+        if self.collector is not None:
+            self.collector.stop()
+        if self._reader is not None:
+            self._reader.join(timeout=3)
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self.pid = pid
+        self.timeline = Timeline()
+        self.failure = None
+        self._ended.clear()
+        self._source = None
+        self.last_report = None
+        self._start_source()
+        self.notify(f"now watching pid {pid}")
 
     def action_connections(self, what: str) -> None:
         pane = self.query_one("#connections", ConnectionsPane)
