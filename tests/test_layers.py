@@ -80,7 +80,7 @@ def wait_listening(port: int) -> None:
 # --- aiohttp (the demo server) ---------------------------------------------------------
 
 
-@pytest.mark.parametrize(("path", "layer"), [("/cpu?ms=80", "L4"), ("/bigjson?n=120000", "L5")])
+@pytest.mark.parametrize(("path", "layer"), [("/cpu?ms=80", "L4"), ("/bigjson?n=40000", "L5")])
 def test_aiohttp_dominant_layer(path: str, layer: str) -> None:
     """One closed-loop client (no think time): the connection's time is the server's.
 
