@@ -131,3 +131,41 @@ def test_doctor_reports_each_check_on_one_line() -> None:
     assert "py-spy" in names and "ptrace scope" in names and "CAP_NET_RAW (packets)" in names
     assert any(name.startswith(f"pid {os.getpid()}") for name in names)
     assert all(line.startswith(("[ok  ]", "[FAIL]")) for line in lines)
+
+
+def test_a_pid_we_may_not_trace() -> None:
+    """Unprivileged lifescope against a root-owned target: one line with the fix, exit 1.
+
+    Forks after import and drops to `nobody` (the interpreter under /root is not executable
+    for other users, so a fresh process could not even start)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create the unprivileged side")
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    read_end, write_end = os.pipe()
+    try:
+        import time
+
+        time.sleep(0.3)
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the child
+            try:
+                sys.stderr = os.fdopen(write_end, "w")  # pytest replaced sys.stderr
+                os.setgid(65534)
+                os.setuid(65534)
+                from lifescope.cli import main
+
+                code = main(["snapshot", str(target.pid)])
+            except SystemExit as exc:
+                code = int(exc.code or 0)
+            finally:
+                sys.stderr.flush()
+                os._exit(locals().get("code", 99))
+        os.close(write_end)
+        _, status = os.waitpid(child, 0)
+        err = os.read(read_end, 4096).decode().strip()
+    finally:
+        os.close(read_end)
+        stop_pid(target)
+    assert os.waitstatus_to_exitcode(status) == 1, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "permission denied" in err and ("root" in err or "CAP_SYS_PTRACE" in err), err
