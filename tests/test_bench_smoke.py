@@ -20,6 +20,10 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ("bench_sockets.py", "sockets.json"),
         ("bench_packets.py", "packets.json"),
         ("bench_tasks.py", "tasks.json"),
+        ("bench_overhead.py", "overhead.json"),
+        ("bench_cost.py", "cost.json"),
+        ("bench_ui.py", "ui.json"),
+        ("bench_compare.py", "compare.json"),
     ],
 )
 def test_quick_benchmark_runs(script: str, result: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from lifescope import syscalls
 from lifescope.samples import Socket, SocketsSample, ThreadsSample
@@ -24,7 +25,9 @@ HALF_OPEN = frozenset({"SYN_RECV", "NEW_SYN_RECV"})
 TIE_ACTIVE_MS = 1000
 
 
+@lru_cache(maxsize=65536)
 def port(address: str) -> int:
+    """Cached: at 10k connections the layer engine asks ~150k times per refresh."""
     return int(address.rsplit(":", 1)[1])
 
 

@@ -28,6 +28,7 @@ from lifescope.rules import LAYERS, Rule
 from lifescope.samples import Frame, SocketsSample, StacksWindow, TaskInfo, TasksSample
 
 UNKNOWN = "unknown"
+MAX_SOCKET_SAMPLES = 6
 _LOOP_MACHINERY = (
     "/asyncio/",
     "/selectors.py",
@@ -236,6 +237,10 @@ def analyse(
                 best = decided
         return len(best) if best is not None else 0
 
+    # At most MAX_SOCKET_SAMPLES samples, each standing for the time until the next one kept:
+    # at 10k connections every sample of a 10 s window was ~150k rows per refresh.
+    stride = max(1, -(-len(socket_samples) // MAX_SOCKET_SAMPLES))
+    socket_samples = socket_samples[::-1][::stride][::-1]
     for i, sample in enumerate(socket_samples):
         nxt = socket_samples[i + 1].t if i + 1 < len(socket_samples) else end
         dt = max(0.0, min(nxt, end) - max(sample.t, start))
