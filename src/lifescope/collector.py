@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from lifescope.prometheus import MetricsExporter
 
 PROBES = ("gil", "threads", "stacks", "dump", "sockets", "packets", "tasks")
+QUEUE_MAX = 20_000
+"""Samples waiting for the writer; ~10 s of every probe at defaults."""
 FLUSH_EVERY_S = 0.1
 """Stream latency bound; also what a SIGKILLed recording can lose at most."""
 
@@ -84,12 +86,22 @@ class Collector:
         self.target = target
         self.out = out
         self.exporter = exporter
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self.probes = build_probes(target, self._queue.put, probes, http_lines)
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=QUEUE_MAX)
+        self.dropped = 0
+        self.probes = build_probes(target, self._offer, probes, http_lines)
         self._stop = threading.Event()
 
     def stop(self, *_: object) -> None:
         self._stop.set()
+
+    def _offer(self, sample: object) -> None:
+        """Probes hand samples here. If the reader stalls (a slow UI, a full disk), the queue
+        fills and new samples are dropped and counted — memory stays bounded and the probes
+        never block on the reader."""
+        try:
+            self._queue.put_nowait(sample)
+        except queue.Full:
+            self.dropped += 1
 
     def run(self, seconds: float | None = None) -> int:
         """Stream until stopped, `seconds` pass, the target exits or the reader goes away."""
@@ -173,6 +185,7 @@ class Collector:
             rss_bytes=_rss_bytes(),
             samples=tuple((p.probe_name, p.samples) for p in self.probes),
             errors=tuple((p.probe_name, p.errors) for p in self.probes),
+            dropped=self.dropped,
         )
 
 

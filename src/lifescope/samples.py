@@ -276,6 +276,8 @@ class CollectorCost:
     rss_bytes: int
     samples: tuple[tuple[str, int], ...]
     errors: tuple[tuple[str, int], ...]
+    dropped: int = 0
+    """Samples dropped because the reader of the stream fell behind (bounded queue)."""
 
 
 @dataclass(frozen=True, slots=True)

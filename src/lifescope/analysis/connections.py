@@ -64,7 +64,9 @@ def phase(sock: Socket, kind: str) -> str:
         return "connecting"
     if sock.state != "ESTABLISHED":
         return sock.state.lower()
-    if kind == "client" and sock.fd is None:
+    if kind == "client" and sock.inode == 0:
+        # Completed handshake, not accepted: no file yet, so no inode. (An fd that is merely
+        # missing from our once-a-second fd map is a fresh accept, not a queued connection.)
         return "accept-queue"
     if sock.send_q > 0:
         return "response" if kind == "client" else "request"
