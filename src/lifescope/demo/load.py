@@ -38,7 +38,8 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from aiohttp import web
 
-from lifescope.demo.children import arm_parent_death_signal, check_loopback_url, is_loopback_host
+from lifescope.demo.children import arm_parent_death_signal, check_loopback_url
+from lifescope.demo.control import control_refusal
 from lifescope.demo.toggles import CONTROL_PATH, LOAD_MODES
 
 DEFAULT_RATE = 50.0
@@ -552,33 +553,18 @@ class Modes:
 # -------------------------------------------------------------------------------- control server
 
 
-def _control_refusal(request: web.Request) -> web.Response | None:
-    """Loopback peers only, and no cross-origin browser requests (same rule as the server)."""
-    if not is_loopback_host(request.remote or ""):
-        return web.json_response({"error": "control is loopback only"}, status=403)
-    origin = request.headers.get("Origin")
-    if origin is not None:
-        try:
-            host = urlsplit(origin).hostname or ""
-        except ValueError:
-            host = ""
-        if not is_loopback_host(host):
-            return web.json_response({"error": f"refusing Origin {origin!r}"}, status=403)
-    return None
-
-
 MODES_KEY: web.AppKey[Modes] = web.AppKey("modes", Modes)
 
 
 async def _handle_state(request: web.Request) -> web.Response:
-    refusal = _control_refusal(request)
+    refusal = control_refusal(request)
     if refusal is not None:
         return refusal
     return web.json_response(request.app[MODES_KEY].snapshot())
 
 
 async def _handle_set(request: web.Request) -> web.Response:
-    refusal = _control_refusal(request)
+    refusal = control_refusal(request)
     if refusal is not None:
         return refusal
     name = request.match_info["name"]

@@ -39,11 +39,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from lifescope.demo.children import arm_parent_death_signal, is_loopback_host
+from lifescope.demo.control import control_refusal
 from lifescope.demo.toggles import BLOCK_LOOP_SLEEP_S, CONTROL_PATH, SERVER_TOGGLES
 
 if TYPE_CHECKING:
@@ -428,30 +428,15 @@ async def handle_health(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def _control_refusal(request: web.Request) -> web.Response | None:
-    """Only loopback peers, and no cross-origin browser requests, may touch the toggles."""
-    if not is_loopback_host(request.remote or ""):
-        return web.json_response({"error": "control is loopback only"}, status=403)
-    origin = request.headers.get("Origin")
-    if origin is not None:
-        try:
-            host = urlsplit(origin).hostname or ""
-        except ValueError:
-            host = ""
-        if not is_loopback_host(host):
-            return web.json_response({"error": f"refusing Origin {origin!r}"}, status=403)
-    return None
-
-
 async def handle_toggles(request: web.Request) -> web.Response:
-    refusal = _control_refusal(request)
+    refusal = control_refusal(request)
     if refusal is not None:
         return refusal
     return web.json_response(request.app[STAGE_KEY].snapshot())
 
 
 async def handle_set_toggle(request: web.Request) -> web.Response:
-    refusal = _control_refusal(request)
+    refusal = control_refusal(request)
     if refusal is not None:
         return refusal
     name = request.match_info["name"]
