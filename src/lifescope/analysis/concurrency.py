@@ -264,8 +264,8 @@ def analyse(
     counts: dict[int, Counter[str]] = {}
     current: dict[int, str] = {}
     for sample in samples:
+        holder = history.holder_at(sample.t) if history is not None else None  # once a sample
         for thread in sample.threads:
-            holder = history.holder_at(sample.t) if history is not None else None
             state = classify(thread, holder, info)
             counts.setdefault(thread.tid, Counter())[state] += 1
             current[thread.tid] = state
