@@ -159,7 +159,13 @@ def test_scraped_values_equal_the_snapshot_of_the_same_window(
     assert {dict(k)["state"]: v for k, v in samples["lifescope_threads"].items()} == states
 
     cost = snap["lifescope"]
-    assert one(samples, "lifescope_collector_cpu_ratio") == cost["cpu_share"]
+    if cost["cpu_share"] is None:
+        # CPU share is a difference of two cost samples (sent once a second); a short window
+        # at the end of a recording made on a starved machine can hold only one of them.
+        assert window_s < 10.0, "a 10 s window always holds several cost samples"
+        assert "lifescope_collector_cpu_ratio" not in samples
+    else:
+        assert one(samples, "lifescope_collector_cpu_ratio") == cost["cpu_share"]
     assert one(samples, "lifescope_collector_resident_memory_bytes") == cost["rss_bytes"]
 
 
