@@ -10,7 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lifescope.analysis.frames import innermost_app, kind, label, short_file
-from lifescope.probes.pyspy import classify_failure, parse_chrometrace, parse_dump
+from lifescope.probes.pyspy import (
+    classify_failure,
+    parse_chrometrace,
+    parse_dump,
+    stacks_rate_for,
+)
 from lifescope.samples import Frame
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -79,6 +84,17 @@ def test_frame_kinds() -> None:
     assert label(stack[3]) == "orders (views.py:40)"
     assert innermost_app(stack[:3]) == stack[2]
     assert innermost_app([]) is None
+
+
+def test_stacks_rate_keeps_to_its_budget() -> None:
+    assert stacks_rate_for(2) == 100  # a small server: full rate
+    assert stacks_rate_for(15) == 100  # 1,500 stacks/s exactly
+    assert stacks_rate_for(30) == 50
+    assert stacks_rate_for(200) == 10  # floor: a stall of 300 ms still spans 3 ticks
+    assert stacks_rate_for(5000) == 10
+    assert stacks_rate_for(0) == 100
+    assert stacks_rate_for(2, max_hz=20) == 20  # a lower requested rate is honoured
+    assert stacks_rate_for(500, max_hz=5) == 5
 
 
 def test_failure_classification() -> None:

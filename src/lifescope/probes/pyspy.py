@@ -36,6 +36,30 @@ from lifescope.probes.base import Emit, Probe
 from lifescope.samples import Frame, GilOwnership, StackSpan, StacksWindow
 from lifescope.target import Target
 
+STACKS_PER_SECOND = 1500
+"""Thread-stacks per second the stacks probe allows itself. `--idle` makes py-spy emit every
+thread at every tick and each one is parsed here; measured on this kind of machine, 200
+threads at 100 Hz (20,000 stacks/s) took a whole core and still fell behind, while the
+demo's handful of threads at 100 Hz (~500/s) cost ~6 %. Like the threads probe, the rate
+comes down as the thread count goes up, to 10 Hz at most threads."""
+DUMP_THREADS_PER_SECOND = 100
+"""Threads per second `py-spy dump` may walk: 2 Hz up to 50 threads, 0.5 Hz from 200."""
+MAX_STACKS_HZ = 100
+MIN_STACKS_HZ = 10
+
+
+def stacks_rate_for(thread_count: int, max_hz: int = MAX_STACKS_HZ) -> int:
+    budget = STACKS_PER_SECOND // max(1, thread_count)
+    return max(min(MIN_STACKS_HZ, max_hz), min(max_hz, budget))
+
+
+def thread_count(pid: int) -> int:
+    try:
+        return max(1, len(os.listdir(f"/proc/{pid}/task")))
+    except OSError:
+        return 1
+
+
 _THREAD_FRAME = re.compile(r"^thread \((\d+)\)(?::\s?(.*))?$")
 _COUNTS = re.compile(r"Samples:\s*(\d+)\s+Errors:\s*(\d+)")
 
@@ -206,11 +230,12 @@ class StacksProbe(Probe):
         self,
         target: Target,
         emit: Emit,
-        rate_hz: int = 100,
+        rate_hz: int = MAX_STACKS_HZ,
         window_s: float = 1.0,
         native: bool = False,
     ) -> None:
         super().__init__(target, emit)
+        self.max_rate_hz = rate_hz
         self.rate_hz = rate_hz
         self.window_s = window_s
         self.native = native
@@ -252,6 +277,7 @@ class StacksProbe(Probe):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(out)
         seconds = max(1, round(self.window_s))
+        self.rate_hz = stacks_rate_for(thread_count(self.target.pid), self.max_rate_hz)
         argv = [
             binary,
             "record",
@@ -369,6 +395,9 @@ class DumpProbe(Probe):
                 if failures >= 3:
                     self.errors += 1
                     self.set_status(*status)
-            delay = 1.0 / self.rate_hz * min(8, 2 ** max(0, failures - 1))
+            # A dump costs ~12 ms of CPU with a few threads and ~43 ms with 100: slow down
+            # with the thread count as the other per-thread probes do.
+            rate = min(self.rate_hz, max(0.5, DUMP_THREADS_PER_SECOND / thread_count(self.target.pid)))
+            delay = 1.0 / rate * min(8, 2 ** max(0, failures - 1))
             if not self.sleep(delay - (time.monotonic() - started)):
                 return
