@@ -397,7 +397,8 @@ class DumpProbe(Probe):
                     self.set_status(*status)
             # A dump costs ~12 ms of CPU with a few threads and ~43 ms with 100: slow down
             # with the thread count as the other per-thread probes do.
-            rate = min(self.rate_hz, max(0.5, DUMP_THREADS_PER_SECOND / thread_count(self.target.pid)))
+            budget = DUMP_THREADS_PER_SECOND / thread_count(self.target.pid)
+            rate = min(self.rate_hz, max(0.5, budget))
             delay = 1.0 / rate * min(8, 2 ** max(0, failures - 1))
             if not self.sleep(delay - (time.monotonic() - started)):
                 return
