@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -57,17 +58,36 @@ def _dump(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
+
+
+def _getter(cls: type) -> Callable[[Any], tuple[Any, ...]]:
+    """A field-order tuple getter per dataclass: `dataclasses.fields` on every value made
+    encoding a 10k-socket sample cost ~80 ms."""
+    getter = _GETTERS.get(cls)
+    if getter is None:
+        names = [f.name for f in dataclasses.fields(cls)]
+        many = operator.attrgetter(*names)
+        getter = many if len(names) > 1 else (lambda value: (many(value),))
+        _GETTERS[cls] = getter
+    return getter
+
+
 def _plain(value: object) -> object:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return [_plain(getattr(value, f.name)) for f in dataclasses.fields(value)]
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
+    cls = type(value)
+    if cls in _SCALARS:
+        return value
+    if cls is tuple or cls is list:
+        return [_plain(v) for v in value]  # type: ignore[attr-defined]
+    if dataclasses.is_dataclass(cls):
+        return [_plain(v) for v in _getter(cls)(value)]
     return value
 
 
 def encode(sample: object) -> bytes:
     """One record line. Floats keep microsecond precision; more would only cost bytes."""
-    values = [_plain(getattr(sample, f.name)) for f in dataclasses.fields(sample)]  # type: ignore[arg-type]
+    values = [_plain(v) for v in _getter(type(sample))(sample)]
     return _dump([type(sample).__name__, *(_round(v) for v in values)])
 
 
@@ -112,6 +132,22 @@ class Decoder:
             if name in ours
         ]
 
+        if list(self._writer_fields[kind]) == [f.name for f in dataclasses.fields(cls)]:
+            # The same layout as ours (a stream from this version): positional, and values
+            # that need no conversion are passed as they are. ~2× faster on 10k sockets.
+            convs = [conv for _, _, conv in plan]
+            if all(conv is _identity for conv in convs):
+
+                def build_same(values: list[Any]) -> Any:
+                    return cls(*values)
+
+                return build_same
+
+            def build_positional(values: list[Any]) -> Any:
+                return cls(*[conv(v) for conv, v in zip(convs, values, strict=False)])
+
+            return build_positional
+
         def build(values: list[Any]) -> Any:
             return cls(**{name: conv(values[i]) for i, name, conv in plan if i < len(values)})
 
@@ -123,6 +159,8 @@ class Decoder:
         if origin in (typing.Union, types.UnionType):
             inner = [a for a in args if a is not type(None)]
             conv = self._converter(inner[0]) if len(inner) == 1 else _identity
+            if conv is _identity:
+                return _identity
             return lambda v: None if v is None else conv(v)
         if origin is tuple:
             if len(args) == 2 and args[1] is Ellipsis:
@@ -132,7 +170,14 @@ class Decoder:
             return lambda v: tuple(c(x) for c, x in zip(convs, v, strict=False))
         if dataclasses.is_dataclass(hint):
             kind = hint.__name__
-            return lambda v: self._builder(kind)(v)
+            resolved: list[Converter] = []
+
+            def nested(v: Any) -> Any:
+                if not resolved:  # built lazily: a type may nest itself
+                    resolved.append(self._builder(kind))
+                return resolved[0](v)
+
+            return nested
         return _identity
 
     def decode(self, line: bytes) -> object | None:
