@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import socket
 import threading
 import time
+
+import pytest
 
 from lifescope.analysis import report
 from lifescope.demo.children import DemoServer
@@ -126,3 +129,37 @@ def test_thread_blocked_in_recv_is_joined_to_its_peer(python_target) -> None:  #
     assert blocked[0]["socket"]["kind"] == "outbound"
     outbound = [c for c in snap["connections"]["top"] if c["peer"] == f"127.0.0.1:{port}"]
     assert outbound and outbound[0]["thread"] == "db-client"
+
+
+MANY_CONNECTIONS = """
+import resource, socket, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8000), hard))
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(512)
+kept = []
+for _ in range(3000):
+    client = socket.create_connection(listener.getsockname())
+    kept += [client, listener.accept()[0]]
+print("READY", flush=True)
+time.sleep(120)
+"""
+
+
+def test_socket_refresh_slows_down_for_big_tables(python_target) -> None:  # type: ignore[no-untyped-def]
+    """6,000 sockets of its own: the probe refreshes at ~0.8 Hz (its row budget), not 2 Hz,
+    and every sample still holds every socket."""
+    from lifescope.probes.sockets import rate_for
+
+    assert rate_for(100, 2.0) == 2.0
+    assert rate_for(6000, 2.0) == pytest.approx(0.833, abs=0.001)
+    assert rate_for(50_000, 2.0) == 0.5
+    proc = python_target(MANY_CONNECTIONS)
+    timeline = collect(proc.pid, 5.0, probes=["sockets"])
+    samples = timeline.window().sockets
+    assert 3 <= len(samples) <= 6, [s.t for s in samples]  # 2 Hz would give ~10
+    gaps = [b.t - a.t for a, b in itertools.pairwise(samples)]
+    assert min(gaps) > 1.0, gaps
+    established = [sum(1 for s in sample.sockets if s.state == "ESTABLISHED") for sample in samples]
+    assert set(established) == {6000}
