@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 
+import pytest
+from textual import events
 from textual.widgets import DataTable, Static
 
 from lifescope.demo.children import DemoServer, LoadGen
@@ -90,3 +93,46 @@ async def test_all_four_panes_fill_from_a_live_server(
         not os.path.exists(f"/proc/{collector_pid}")
         or open(f"/proc/{collector_pid}/stat").read().split(") ")[1][0] in "ZX"
     )
+
+
+async def test_slow_reports_are_built_off_the_ui_thread(
+    loaded_demo: tuple[DemoServer, LoadGen], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every build counted as slow (a 10k-connection server's are 0.3-0.6 s), the timer's
+    reports are built on the analysis thread and still reach the panes; pause still freezes
+    them; the state line answers the key at once."""
+    from lifescope.analysis import report as analysis
+    from lifescope.ui import app as app_module
+
+    monkeypatch.setattr(app_module, "SLOW_BUILD_S", 0.0)
+    built_on: list[str] = []
+    real_build = analysis.build
+
+    def watched_build(*args, **kwargs):  # type: ignore[no-untyped-def]
+        built_on.append(threading.current_thread().name)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(analysis, "build", watched_build)
+    server, _ = loaded_demo
+    app = LifescopeApp(server.pid)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(
+            pilot,
+            lambda: all(rows(app, p) > 0 for p in ("connections", "layers", "threads", "gil")),
+        )
+        assert app.slow_builds
+        await wait_until(pilot, lambda: built_on.count("lifescope-analysis") >= 3)
+        renders = app.renders
+        await wait_until(pilot, lambda: app.renders > renders)
+
+        app.post_message(events.Key("p", "p"))
+        await pilot.pause(0.05)
+        assert "PAUSED" in str(app.query_one("#header", Static).render())
+        renders = app.renders
+        await pilot.pause(1.5)
+        assert app.renders == renders, "a paused app must not re-render panes"
+        app.post_message(events.Key("p", "p"))
+        await pilot.pause(0.05)
+        assert "● live" in str(app.query_one("#header", Static).render())
+        await wait_until(pilot, lambda: app.renders > renders)
+        await pilot.press("q")
