@@ -25,7 +25,14 @@ from lifescope.analysis import connections as conns
 from lifescope.analysis.frames import kind as frame_kind
 from lifescope.analysis.frames import label
 from lifescope.rules import LAYERS, Rule
-from lifescope.samples import Frame, SocketsSample, StacksWindow, TaskInfo, TasksSample
+from lifescope.samples import (
+    Frame,
+    Socket,
+    SocketsSample,
+    StacksWindow,
+    TaskInfo,
+    TasksSample,
+)
 
 UNKNOWN = "unknown"
 MAX_SOCKET_SAMPLES = 6
@@ -167,11 +174,47 @@ def _kernel_layer(c: conns.Connection) -> str | None:
     sits here), unacknowledged response bytes L5, and the phases of `_PHASE_LAYER`."""
     if c.kind != "client":
         return None
-    if c.phase == "response" and c.socket.send_q > 0:
+    return _client_layer(c.socket, c.phase)
+
+
+def _client_layer(sock: Socket, phase: str) -> str | None:
+    if phase == "response" and sock.send_q > 0:
         return "L5"
-    if c.phase == "request" and c.socket.recv_q > 0:
+    if phase == "request" and sock.recv_q > 0:
         return "L2"
-    return _PHASE_LAYER.get(c.phase)
+    return _PHASE_LAYER.get(phase)
+
+
+_SUMMARIES: dict[int, tuple[SocketsSample, Counter[str], int]] = {}
+_SUMMARIES_KEPT = 32
+
+
+def _socket_summary(sample: SocketsSample) -> tuple[Counter[str], int]:
+    """Client connections per kernel layer in one sample, and those mid-request with no
+    kernel evidence. Samples are immutable and a 2 Hz refresh over a 10 s window sees each
+    one ~20 times, so the summary is kept (keyed by identity; the entry holds the sample, so
+    the id cannot be reused while it is there). At 10k connections one is ~10 ms."""
+    hit = _SUMMARIES.get(id(sample))
+    if hit is not None and hit[0] is sample:
+        return hit[1], hit[2]
+    ports = conns.listen_ports(sample.sockets)
+    port = conns.port
+    phase = conns.phase
+    layers: Counter[str] = Counter()
+    requests = 0
+    for sock in sample.sockets:
+        if sock.state == "LISTEN" or port(sock.local) not in ports:
+            continue  # listeners and outbound connections: no kernel-side request layer
+        ph = phase(sock, "client")
+        layer = _client_layer(sock, ph)
+        if layer is not None:
+            layers[layer] += 1
+        elif ph == "request":
+            requests += 1
+    if len(_SUMMARIES) >= _SUMMARIES_KEPT:
+        del _SUMMARIES[next(iter(_SUMMARIES))]  # oldest first: dicts keep insertion order
+    _SUMMARIES[id(sample)] = (sample, layers, requests)
+    return layers, requests
 
 
 def analyse(
@@ -246,18 +289,9 @@ def analyse(
         dt = max(0.0, min(nxt, end) - max(sample.t, start))
         if dt <= 0:
             continue
-        ports = conns.listen_ports(sample.sockets)
-        requests = 0
-        for sock in sample.sockets:
-            if sock.state == "LISTEN":
-                continue
-            kind = "client" if conns.port(sock.local) in ports else "outbound"
-            c = conns.Connection(sock, kind, conns.phase(sock, kind), None)
-            layer = _kernel_layer(c)
-            if layer is not None:
-                time_in[layer] += dt
-            elif kind == "client" and c.phase == "request":
-                requests += 1
+        layer_counts, requests = _socket_summary(sample)
+        for layer, count in layer_counts.items():
+            time_in[layer] += count * dt
         unknown = requests - threads_busy_at(sample.t) - parked_at(sample.t)
         if unknown > 0:
             time_in[UNKNOWN] += unknown * dt
