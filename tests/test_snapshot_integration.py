@@ -36,10 +36,12 @@ def test_snapshot_of_loaded_demo_server(loaded_demo: tuple[DemoServer, LoadGen])
     assert report["target"]["pid"] == server.pid
     assert report["target"]["python"].startswith(f"{sys.version_info[0]}.{sys.version_info[1]}")
     assert 3.0 <= report["window_s"] <= 5.0
-    for name in ("gil", "threads", "stacks", "dump", "sockets"):
+    for name in ("gil", "threads", "stacks", "sockets"):
         probe = report["probes"][name]
         assert probe["status"] == "ok", (name, probe)
         assert probe["samples"] > 0, name
+    # py-spy dump is the fallback for the GIL reader and the stacks windows; both are ok here.
+    assert report["probes"]["dump"]["status"] == "standby", report["probes"]["dump"]
     assert report["probes"]["threads"]["rate_hz"] >= 20
 
     names = {t["name"]: t for t in report["threads"]}

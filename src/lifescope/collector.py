@@ -57,7 +57,11 @@ def build_probes(
         "packets": lambda: PacketsProbe(target, emit, http_lines=http_lines),
         "tasks": lambda: TasksProbe(target, emit),
     }
-    return [factories[name]() for name in names]
+    probes = {name: factories[name]() for name in names}
+    dump = probes.get("dump")
+    if isinstance(dump, DumpProbe) and "gil" in probes and "stacks" in probes:
+        dump.covered_by = (probes["gil"], probes["stacks"])
+    return list(probes.values())
 
 
 def _own_cpu_seconds() -> float:

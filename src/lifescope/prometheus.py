@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from lifescope.analysis.report import ConnectionsView, Report, build
 from lifescope.demo.children import LOOPBACK_HELP, is_loopback_host
 from lifescope.export import short_command
+from lifescope.samples import HEALTHY
 from lifescope.timeline import Timeline, Window
 
 DEFAULT_WINDOW_S = 10.0
@@ -114,7 +115,7 @@ def metrics(rep: Report) -> list[Metric]:
     for probe in rep.probes:
         out.set("lifescope_probe_ok", "1 when the probe works, 0 when degraded, denied, "
                 "unavailable or gone (see `lifescope doctor`).",
-                1 if probe.status == "ok" else 0, probe=probe.name)  # fmt: skip
+                1 if probe.status in HEALTHY else 0, probe=probe.name)  # fmt: skip
 
     g = rep.gil
     out.set("lifescope_gil_held_ratio", "Share of the window the GIL was held (0..1).",

@@ -36,6 +36,10 @@ class Hello:
     """Python child processes at attach time (pre-fork servers: gunicorn, uvicorn)."""
 
 
+HEALTHY = frozenset({"ok", "standby"})
+"""Statuses of a probe that works: `standby` is a fallback not needed while others cover it."""
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeStatus:
     """A probe's health. Sent on change, so the UI can grey a pane out with the reason."""

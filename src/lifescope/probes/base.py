@@ -39,6 +39,11 @@ class Probe(threading.Thread):
         self._stop_event.set()
 
     @property
+    def status(self) -> str | None:
+        """The last status this probe reported (None before its first)."""
+        return self._status[0] if self._status is not None else None
+
+    @property
     def stopping(self) -> bool:
         return self._stop_event.is_set()
 

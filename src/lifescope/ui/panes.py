@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Sparkline, Static
 
 from lifescope.analysis.packets import PacketsView
 from lifescope.analysis.report import ProbeView, Report, ThreadView
+from lifescope.samples import HEALTHY
 from lifescope.ui.tables import bar, ensure_columns, pct, sync_rows
 
 MAX_ROWS = 50
@@ -20,7 +21,7 @@ MAX_ROWS = 50
 
 
 def _problem(probe: ProbeView | None) -> Text | None:
-    if probe is None or probe.status == "ok":
+    if probe is None or probe.status in HEALTHY:
         return None
     text = Text(f"{probe.name}: {probe.status}", style="bold red")
     if probe.reason:
