@@ -516,3 +516,45 @@ def test_run_in_netns_same_namespace_runs_inline() -> None:
     assert netns.run_in_netns(None, lambda: 42) == 42
     with netns.entered_netns(None):
         pass
+
+
+def test_only_keeps_one_process_worth_of_rows() -> None:
+    """`only=(inodes, ports)`: rows with one of the inodes or a local port in `ports` (or no
+    inode yet) are decoded; the rest of the namespace — here the client half of a loopback
+    pair and an unrelated listener — is skipped before decoding."""
+    server = socket.socket()
+    other = socket.socket()
+    client: socket.socket | None = None
+    accepted: socket.socket | None = None
+    try:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        other.bind(("127.0.0.1", 0))
+        other.listen(4)
+        port, other_port = server.getsockname()[1], other.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port), timeout=5)
+        accepted, _ = server.accept()
+        cport = client.getsockname()[1]
+        everything = dump_tcp()
+        inode = {
+            (r.local_port, r.state): r.inode
+            for r in everything
+            if r.local_port in (port, other_port, cport)
+        }
+        assert len(inode) == 4, inode
+
+        by_inode = dump_tcp(only=({inode[(port, "LISTEN")]}, set()))
+        ours = {(r.local_port, r.state) for r in by_inode if r.inode}
+        assert (port, "LISTEN") in ours
+        assert (port, "ESTABLISHED") not in ours  # its inode was not given, nor its port
+        assert (cport, "ESTABLISHED") not in ours and (other_port, "LISTEN") not in ours
+
+        by_port = dump_tcp(only=(set(), {port}))
+        ours = {(r.local_port, r.state) for r in by_port if r.inode}
+        assert {(port, "LISTEN"), (port, "ESTABLISHED")} <= ours
+        assert (cport, "ESTABLISHED") not in ours and (other_port, "LISTEN") not in ours
+        assert len(by_port) < len(everything)
+    finally:
+        for s in (client, accepted, server, other):
+            if s is not None:
+                s.close()

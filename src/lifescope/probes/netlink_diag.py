@@ -44,7 +44,7 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
@@ -338,6 +338,7 @@ class SockDiag:
         sport: int | Iterable[int] | None = None,
         *,
         bytecode: bytes | None = None,
+        only: tuple[Container[int], Container[int]] | None = None,
     ) -> list[TcpSocket]:
         """Dump TCP sockets of the given families and states, optionally only these source ports.
 
@@ -348,6 +349,12 @@ class SockDiag:
         when the RTT fields are not needed). ``bytecode`` passes a hand-built inet_diag filter
         program instead of ``sport`` (e.g. destination ports, for a server's outbound DB
         connections); the kernel verifies it and answers EINVAL to a bad one.
+
+        ``only=(inodes, ports)`` keeps just the rows one process can own: those with one of its
+        socket inodes, no inode yet (queued, closing), or one of its local ports (accepted
+        since its fd map was read). The test is made before a row is decoded, so the other
+        processes' sockets in the namespace — the client half of every loopback connection,
+        a busy host's other services — cost almost nothing (10k loopback pairs: ~40 % less).
         """
         if sport is not None:
             if bytecode is not None:
@@ -362,7 +369,7 @@ class SockDiag:
         out: list[TcpSocket] = []
         for family in fams:
             try:
-                self._dump_one(int(family), states, ext, bytecode or b"", out)
+                self._dump_one(int(family), states, ext, bytecode or b"", out, only)
             except BaseException:
                 # The socket may hold the rest of an abandoned dump; start clean next time.
                 self.close()
@@ -370,7 +377,13 @@ class SockDiag:
         return out
 
     def _dump_one(
-        self, family: int, states: int, ext: int, bytecode: bytes, out: list[TcpSocket]
+        self,
+        family: int,
+        states: int,
+        ext: int,
+        bytecode: bytes,
+        out: list[TcpSocket],
+        only: tuple[Container[int], Container[int]] | None = None,
     ) -> None:
         sock = self._socket()
         self._seq = (self._seq + 1) & 0xFFFFFFFF
@@ -399,6 +412,7 @@ class SockDiag:
         short_len = _TCPI_SHORT.size + 4
         attrs_at = _HDR_LEN + _MSG_LEN
         info_rel = 0  # where INET_DIAG_INFO sat in the last message; the layout rarely varies
+        owned_inodes, owned_ports = only if only is not None else ((), ())
 
         while True:
             n = recv_into(buf)
@@ -428,6 +442,14 @@ class SockDiag:
 
                 st, sp, dp, src, dst, rq, wq, inode = msg_unpack(buf, off + _HDR_LEN)
                 sp = ((sp & 0xFF) << 8) | (sp >> 8)  # ports are big-endian on the wire
+                if (
+                    only is not None
+                    and inode
+                    and inode not in owned_inodes
+                    and sp not in owned_ports
+                ):
+                    off = nxt
+                    continue
                 dp = ((dp & 0xFF) << 8) | (dp >> 8)
                 rtt = rttvar = retr = acked = received = last_recv = last_sent = None
                 if ext and st != 10:  # a listener's tcp_info is all zeros; its queues are rq/wq
@@ -490,6 +512,7 @@ def dump_tcp(
     *,
     pid: int | None = None,
     bytecode: bytes | None = None,
+    only: tuple[Container[int], Container[int]] | None = None,
 ) -> list[TcpSocket]:
     """One-shot dump: open a sock_diag socket (in ``pid``'s namespace if given), dump, close.
 
@@ -497,5 +520,10 @@ def dump_tcp(
     """
     with SockDiag(pid) as diag:
         return diag.dump_tcp(
-            families=families, states=states, want_info=want_info, sport=sport, bytecode=bytecode
+            families=families,
+            states=states,
+            want_info=want_info,
+            sport=sport,
+            bytecode=bytecode,
+            only=only,
         )

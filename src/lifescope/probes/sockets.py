@@ -46,6 +46,8 @@ class SocketsProbe(Probe):
         self._source = "netlink"
         self._netlink_error = ""
         self.rows_seen = 0
+        self._ports: set[int] = set()
+        """The target's listening ports at the last read."""
 
     def _rows(self) -> list[TcpSocket]:
         """A netlink dump when we can, /proc otherwise (and say which in the sample)."""
@@ -53,7 +55,7 @@ class SocketsProbe(Probe):
             try:
                 if self._diag is None:
                     self._diag = SockDiag(self.target.pid)
-                return self._diag.dump_tcp()
+                return self._diag.dump_tcp(only=(self._inodes, self._ports))
             except FileNotFoundError:
                 raise
             except OSError as exc:
@@ -71,10 +73,11 @@ class SocketsProbe(Probe):
             self._inodes = procnet.socket_inodes(pid)
             self._inodes_at = now
         rows = self._rows()
-        self.rows_seen = len(rows)  # the namespace's, not just the target's: the dump's cost
+        self.rows_seen = len(rows)  # what the next read will decode again: its cost
         listen_ports = {
             r.local_port for r in rows if r.state == "LISTEN" and r.inode in self._inodes
         }
+        self._ports = listen_ports
         sockets = []
         for row in rows:
             fd = self._inodes.get(row.inode) if row.inode else None
