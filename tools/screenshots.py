@@ -5,7 +5,8 @@ demo server with its GIL hog, a slow middleware and a blocking route, under load
 at its end, so the images are deterministic and a test can check them. `--live` attaches
 to a freshly started demo server instead.
 
-Writes `screenshots/lifescope-80x24.svg` and `screenshots/lifescope-wide.svg` (+ .png).
+Writes `screenshots/lifescope-80x24.svg` and `screenshots/lifescope-wide.svg` (+ .png), and
+each pane alone (zoomed, the `z` key) at both sizes: `screenshots/pane-<pane>-<size>.svg`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from lifescope.ui.panes import Pane
 ROOT = Path(__file__).resolve().parent.parent
 RECORDING = ROOT / "tests" / "fixtures" / "demo-session.lsr"
 SIZES = {"80x24": (80, 24), "wide": (140, 40)}
+PANES = ("connections", "layers", "threads", "gil")
 
 
 def replay_app(recording: Path = RECORDING) -> LifescopeApp:
@@ -36,8 +38,10 @@ def replay_app(recording: Path = RECORDING) -> LifescopeApp:
     return LifescopeApp(player=player, title_hint="lifescope demo (recorded)")
 
 
-async def render(app: LifescopeApp, size: tuple[int, int], settle_s: float = 0.0) -> str:
-    """The app's screen as SVG once every pane has rows."""
+async def render(
+    app: LifescopeApp, size: tuple[int, int], settle_s: float = 0.0, pane: str | None = None
+) -> str:
+    """The app's screen as SVG once every pane has rows; with `pane`, that pane zoomed."""
     async with app.run_test(size=size) as pilot:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30
@@ -45,6 +49,8 @@ async def render(app: LifescopeApp, size: tuple[int, int], settle_s: float = 0.0
             if all(p.query_one(DataTable).row_count for p in app.query(Pane)):
                 break
             await pilot.pause(0.25)
+        if pane is not None:
+            app.screen.maximized = app.query_one(f"#{pane}", Pane)
         await pilot.pause(settle_s or 0.3)
         svg = app.export_screenshot(title="lifescope")
         await pilot.press("q")
@@ -80,15 +86,16 @@ def main() -> int:
         )
     try:
         for name, size in SIZES.items():
-            if server is not None:
-                app = LifescopeApp(server.pid, title_hint="lifescope demo")
-                svg = asyncio.run(render(app, size, settle_s=6.0))
-            else:
-                svg = asyncio.run(render(replay_app(), size))
-            path = out / f"lifescope-{name}.svg"
-            path.write_text(svg)
-            png = to_png(path)
-            print(f"wrote {path}" + (f" and {png.name}" if png else ""))
+            for pane in (None, *PANES):
+                if server is not None:
+                    app = LifescopeApp(server.pid, title_hint="lifescope demo")
+                    svg = asyncio.run(render(app, size, settle_s=6.0, pane=pane))
+                else:
+                    svg = asyncio.run(render(replay_app(), size, pane=pane))
+                path = out / (f"pane-{pane}-{name}.svg" if pane else f"lifescope-{name}.svg")
+                path.write_text(svg)
+                png = to_png(path)
+                print(f"wrote {path}" + (f" and {png.name}" if png else ""))
     finally:
         if load_gen is not None:
             load_gen.stop()

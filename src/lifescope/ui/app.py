@@ -55,6 +55,7 @@ HELP = """\
   p  pause / resume the panes (probes keep sampling)
   ?  this help
   l  large text: the headline numbers in big digits, for a projector
+  z  zoom: one pane fills the screen; again for the next, then all four
   w  pre-fork servers (gunicorn, uvicorn --workers): pick a worker to watch
   o  connections: change the order (activity, rtt, queue, peer)
   f  connections: filter by phase (request, response, idle, ...)
@@ -65,11 +66,16 @@ HELP = """\
 [b]Panes[/b] (shares are over the last {window:.0f} s)
   Connections     listeners' accept queue / backlog, connections
                   by TCP state, open fds against the ulimit
-  Request layers  each thread's innermost application frame
+  Request layers  L0 handshake … L6 keep-alive: requests in each
+                  layer now and the share of request time there;
+                  in-flight requests with their evidence (enter:
+                  the serving thread's stack)
   Threads         what each thread does now (syscall or state),
-                  CPU share, share of stack samples where active
-  GIL             share of py-spy samples in which any / each
-                  thread held the GIL
+                  CPU share, share of /proc samples when runnable,
+                  GIL share; the event loop's busy share and stalls
+  GIL             share of time any / each thread held the GIL,
+                  read from the target's memory at up to 2 kHz;
+                  hold times, switches/s, threads waiting for it
 
 [b]Header[/b]  lifescope's own cost: CPU of the collector and py-spy
 as a share of one core, achieved sample rates, errors. The
@@ -242,6 +248,7 @@ class LifescopeApp(App[int]):
         Binding("plus,equals_sign", "speed(1)", "faster", show=False, priority=True),
         Binding("minus", "speed(-1)", "slower", show=False, priority=True),
         Binding("l", "large", "large text"),
+        Binding("z", "zoom", "zoom"),
         Binding("w", "workers", "workers", show=False),
         Binding("o", "connections('sort')", "sort", show=False),
         Binding("f", "connections('filter')", "filter", show=False),
@@ -549,6 +556,19 @@ class LifescopeApp(App[int]):
         self.notify(pane.cycle(what), timeout=3)
         if self.last_report is not None:  # only this pane's order or filter changed
             pane.show(self.last_report)
+
+    def action_zoom(self) -> None:
+        """Cycle: each pane alone on the screen in turn, then the four together again."""
+        panes = list(self.query(Pane))
+        current = self.screen.maximized
+        if current in panes:
+            index = panes.index(current) + 1  # type: ignore[arg-type]
+            if index == len(panes):
+                self.screen.minimize()
+                return
+        else:
+            index = 0
+        self.screen.maximized = panes[index]
 
     def action_large(self) -> None:
         screen = LargeScreen()
