@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep HTTP/1.x request/status lines from packets (opt-in)",
     )
+    attach.add_argument(
+        "--full-rate",
+        action="store_true",
+        help="never slow sampling down, even while the machine is saturated",
+    )
     _add_version(attach)
 
     snap = sub.add_parser("snapshot", help="sample headless for N seconds and print a report")
@@ -66,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep HTTP/1.x request/status lines from packets (opt-in)",
     )
+    snap.add_argument(
+        "--full-rate",
+        action="store_true",
+        help="never slow sampling down, even while the machine is saturated",
+    )
     _add_version(snap)
 
     record = sub.add_parser(
@@ -79,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
         "--http-lines",
         action="store_true",
         help="keep HTTP/1.x request/status lines from packets (opt-in)",
+    )
+    record.add_argument(
+        "--full-rate",
+        action="store_true",
+        help="never slow sampling down, even while the machine is saturated",
     )
     record.add_argument(
         "--prometheus",
@@ -215,7 +230,9 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
             return 2
         pid = _target_or_exit(args.pid)
         try:
-            timeline = collect(pid, args.seconds or 3.0, http_lines=args.http_lines)
+            timeline = collect(
+                pid, args.seconds or 3.0, http_lines=args.http_lines, full_rate=args.full_rate
+            )
         except CollectorFailed as exc:
             print(f"lifescope: {exc}", file=sys.stderr)
             return 1
@@ -232,7 +249,9 @@ def cmd_attach(args: argparse.Namespace) -> int:
     from lifescope.ui.app import LifescopeApp
 
     pid = _target_or_exit(args.pid)
-    app = LifescopeApp(pid, record=args.record, http_lines=args.http_lines)
+    app = LifescopeApp(
+        pid, record=args.record, http_lines=args.http_lines, full_rate=args.full_rate
+    )
     app.run()
     return app.return_code or 0
 
@@ -258,6 +277,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         argv += ["--prometheus-window", str(args.prometheus_window)]
     if args.http_lines:
         argv.append("--http-lines")
+    if args.full_rate:
+        argv.append("--full-rate")
     if args.seconds is not None:
         argv += ["--seconds", str(args.seconds)]
     return collector.main(argv)

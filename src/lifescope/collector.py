@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from lifescope import __version__, stream
 from lifescope.probes.base import Emit, Probe
+from lifescope.probes.budget import Budget
 from lifescope.probes.gil import GilProbe
 from lifescope.probes.packets import PacketsProbe
 from lifescope.probes.pyspy import DumpProbe, StacksProbe
@@ -86,6 +87,7 @@ class Collector:
         probes: Sequence[str] = PROBES,
         http_lines: bool = False,
         exporter: MetricsExporter | None = None,
+        full_rate: bool = False,
     ) -> None:
         self.target = target
         self.out = out
@@ -93,6 +95,9 @@ class Collector:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=QUEUE_MAX)
         self.dropped = 0
         self.probes = build_probes(target, self._offer, probes, http_lines)
+        self.budget = Budget(enabled=not full_rate)
+        for probe in self.probes:
+            probe.budget = self.budget
         self._stop = threading.Event()
 
     def stop(self, *_: object) -> None:
@@ -129,6 +134,7 @@ class Collector:
                 now = time.monotonic()
                 if now >= next_cost:
                     next_cost = now + 1.0
+                    self.budget.update(now)
                     self._send(self._cost(now))
                     if not self.target.alive():
                         gone = "the target process exited"
@@ -190,6 +196,10 @@ class Collector:
             samples=tuple((p.probe_name, p.samples) for p in self.probes),
             errors=tuple((p.probe_name, p.errors) for p in self.probes),
             dropped=self.dropped,
+            rate_scale=self.budget.scale,
+            machine_idle=(
+                None if self.budget.idle_share is None else round(self.budget.idle_share, 4)
+            ),
         )
 
 
@@ -270,6 +280,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--probes", default=",".join(PROBES), help="comma-separated probe names")
     parser.add_argument(
+        "--full-rate",
+        action="store_true",
+        help="never slow sampling down, even while the machine is saturated",
+    )
+    parser.add_argument(
         "--prometheus",
         metavar="HOST:PORT",
         default=None,
@@ -339,7 +354,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             exporter.stop()
         return 1
     out = Tee(*outs) if len(outs) > 1 else outs[0]
-    collector = Collector(target, out, names, http_lines=args.http_lines, exporter=exporter)  # type: ignore[arg-type]
+    collector = Collector(
+        target,
+        out,  # type: ignore[arg-type]
+        names,
+        http_lines=args.http_lines,
+        exporter=exporter,
+        full_rate=args.full_rate,
+    )
     signal.signal(signal.SIGTERM, collector.stop)
     signal.signal(signal.SIGINT, collector.stop)
     signal.signal(signal.SIGHUP, collector.stop)

@@ -282,6 +282,10 @@ class CollectorCost:
     errors: tuple[tuple[str, int], ...]
     dropped: int = 0
     """Samples dropped because the reader of the stream fell behind (bounded queue)."""
+    rate_scale: float = 1.0
+    """Below 1 while the machine is saturated and the probes shed load (`probes/budget.py`)."""
+    machine_idle: float | None = None
+    """The machine's idle share (all CPUs) over the last second, as the budget saw it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,8 +33,11 @@ class CollectorProcess:
         python: str = sys.executable,
         record: str | None = None,
         http_lines: bool = False,
+        full_rate: bool = False,
     ) -> None:
         argv = [python, "-m", "lifescope.collector", str(pid)]
+        if full_rate:
+            argv.append("--full-rate")
         if record is not None:
             argv += ["--record", record]
         if http_lines:
@@ -87,11 +90,17 @@ class CollectorProcess:
 
 
 def collect(
-    pid: int, seconds: float, probes: Sequence[str] | None = None, http_lines: bool = False
+    pid: int,
+    seconds: float,
+    probes: Sequence[str] | None = None,
+    http_lines: bool = False,
+    full_rate: bool = False,
 ) -> Timeline:
     """Run a collector for `seconds` and return everything it saw (the `snapshot` path)."""
     timeline = Timeline()
-    collector = CollectorProcess(pid, seconds=seconds, probes=probes, http_lines=http_lines)
+    collector = CollectorProcess(
+        pid, seconds=seconds, probes=probes, http_lines=http_lines, full_rate=full_rate
+    )
     try:
         for sample in collector.samples():
             timeline.add(sample)

@@ -143,6 +143,9 @@ class CostView:
     """Collector + py-spy CPU over the window, as a fraction of one core."""
     rss_bytes: int | None
     errors: int
+    rate_scale: float = 1.0
+    """Below 1 when the probes were shedding load (the machine was saturated) at the end."""
+    machine_idle: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,7 +508,8 @@ def _cost_view(window: Window) -> CostView:
     if len(costs) >= 2 and costs[-1].t > costs[0].t:
         cpu = _round((costs[-1].cpu_s - costs[0].cpu_s) / (costs[-1].t - costs[0].t))
     errors = sum(n for _, n in costs[-1].errors) - sum(n for _, n in costs[0].errors)
-    return CostView(cpu, costs[-1].rss_bytes, errors)
+    last = costs[-1]
+    return CostView(cpu, last.rss_bytes, errors, last.rate_scale, last.machine_idle)
 
 
 def build(window: Window, rules: tuple[layer_rules.Rule, ...] | None = None) -> Report:
@@ -727,8 +731,19 @@ def to_json(report: Report) -> dict[str, object]:
             "cpu_share": report.cost.cpu_share,
             "rss_bytes": report.cost.rss_bytes,
             "errors": report.cost.errors,
+            "rate_scale": report.cost.rate_scale,
+            "machine_idle": report.cost.machine_idle,
         },
     }
+
+
+def shedding_note(cost: CostView) -> str:
+    """What the header says while the probes shed load; the same words in text and UI."""
+    idle = "" if cost.machine_idle is None else f" ({_pct(cost.machine_idle)} idle)"
+    return (
+        f"machine saturated{idle}: sampling at ×{cost.rate_scale:g} to spare the target"
+        " (--full-rate overrides)"
+    )
 
 
 def _pct(value: float | None) -> str:
@@ -740,6 +755,7 @@ def to_text(report: Report) -> str:
     lines = [
         f"pid {report.pid}  Python {report.python}  {report.command}",
         f"window {report.window_s:.1f}s  lifescope cpu {_pct(report.cost.cpu_share)} of a core"
+        + (f"  {shedding_note(report.cost)}" if report.cost.rate_scale < 1 else "")
         + (f"  TARGET GONE: {report.gone}" if report.gone else ""),
         "",
         "probes:",

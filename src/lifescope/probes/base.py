@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from lifescope.probes.budget import FULL, Budget
 from lifescope.samples import ProbeStatus
 from lifescope.target import Target
 
@@ -34,6 +35,8 @@ class Probe(threading.Thread):
         self._status: tuple[str, str | None] | None = None
         self.samples = 0
         self.errors = 0
+        self.budget: Budget = FULL
+        """Scales clock-driven sampling rates down while the machine is saturated."""
 
     def stop(self) -> None:
         self._stop_event.set()

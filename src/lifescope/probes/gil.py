@@ -96,6 +96,7 @@ class GilProbe(Probe):
         previous = now
         next_read = now + period
         next_emit = now + EMIT_EVERY_S
+        full_period = period
         idle_period = max(period, 1.0 / IDLE_HZ)
         quiet_since = now
         step = period
@@ -158,6 +159,12 @@ class GilProbe(Probe):
                 window_start = now
                 last_switch = value.switch_number
                 next_emit = now + EMIT_EVERY_S
+                # The machine's budget, applied between batches (a float read, 10× a second).
+                fast = full_period / self.budget.scale
+                if fast != period:
+                    step = fast if step == period else step
+                    period = fast
+                    idle_period = max(period, 1.0 / IDLE_HZ)
 
 
 def _holder(locked: bool, tid: int | None) -> int:

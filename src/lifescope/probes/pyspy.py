@@ -277,7 +277,8 @@ class StacksProbe(Probe):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(out)
         seconds = max(1, round(self.window_s))
-        self.rate_hz = stacks_rate_for(thread_count(self.target.pid), self.max_rate_hz)
+        rate = stacks_rate_for(thread_count(self.target.pid), self.max_rate_hz)
+        self.rate_hz = max(min(rate, MIN_STACKS_HZ), round(rate * self.budget.scale))
         argv = [
             binary,
             "record",

@@ -141,6 +141,6 @@ class SocketsProbe(Probe):
             else:
                 self.set_status("ok")
             self.emit(sample)
-            rate = rate_for(self.rows_seen, self.rate_hz)
+            rate = rate_for(self.rows_seen, self.rate_hz) * self.budget.scale
             if not self.sleep(1.0 / rate - (time.monotonic() - started)):
                 return

@@ -105,7 +105,8 @@ class TasksProbe(Probe):
             else:
                 self.set_status("ok")
             elapsed = time.monotonic() - started
-            wait = max(period - elapsed, elapsed * (1.0 / MAX_DUTY - 1.0))
+            shed = period / self.budget.scale  # slower while the machine is saturated
+            wait = max(shed - elapsed, elapsed * (1.0 / MAX_DUTY - 1.0))
             if not self.sleep(wait):
                 return False
         return False

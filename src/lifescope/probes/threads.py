@@ -22,6 +22,8 @@ READS_PER_SECOND = 400
 """Thread reads per second the probe allows itself: ~1 % of a core at the measured 26 µs."""
 MAX_HZ = 100.0
 MIN_HZ = 10.0
+SHED_MIN_HZ = 5.0
+"""The floor while the machine is saturated (see `budget.py`)."""
 
 
 def rate_for(thread_count: int) -> float:
@@ -139,7 +141,8 @@ class ThreadsProbe(Probe):
                 else:
                     self.set_status("ok")
                 self.emit(sample)
-                period = 1.0 / min(self.max_hz, rate_for(len(sample.threads)))
+                rate = min(self.max_hz, rate_for(len(sample.threads))) * self.budget.scale
+                period = 1.0 / max(rate, SHED_MIN_HZ)
                 if not self.sleep(period - (time.monotonic() - started)):
                     return
         finally:

@@ -266,12 +266,14 @@ class LifescopeApp(App[int]):
         record: str | None = None,
         http_lines: bool = False,
         stage: Stage | None = None,
+        full_rate: bool = False,
     ) -> None:
         super().__init__()
         self.pid = pid
         self.player = player
         self.record = record
         self.http_lines = http_lines
+        self.full_rate = full_rate
         self.stage = stage
         self.master_pid: int | None = None
         self._last_tick = time.monotonic()
@@ -323,7 +325,7 @@ class LifescopeApp(App[int]):
             return
         if self._source is None and self.pid is not None:
             self.collector = CollectorProcess(
-                self.pid, record=self.record, http_lines=self.http_lines
+                self.pid, record=self.record, http_lines=self.http_lines, full_rate=self.full_rate
             )
             self._source = self.collector.samples
         if self._source is None:
@@ -454,6 +456,8 @@ class LifescopeApp(App[int]):
             )
             if self.dropped:
                 text.append(f" · ui dropped {self.dropped}", style="yellow")
+            if cost.rate_scale < 1:
+                text.append(f" · {analysis.shedding_note(cost)}", style="bold yellow")
         header.update(text)
 
     def _render_narration(self, report: analysis.Report) -> None:

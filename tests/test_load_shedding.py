@@ -1,0 +1,88 @@
+"""Load shedding against a machine that is saturated on purpose (and the pure hysteresis)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+from lifescope.probes.budget import BUSY_IDLE, CALM_IDLE, SHED_SCALE, Budget
+from lifescope.samples import CollectorCost, GilRuns
+from lifescope.session import collect
+from tests.conftest import PYTHON, stop_pid
+
+GIL_BURSTS = """
+import time
+print("READY", flush=True)
+while True:
+    end = time.perf_counter() + 0.002
+    while time.perf_counter() < end:
+        pass
+    time.sleep(0.002)
+"""
+
+
+def test_hysteresis_on_a_recorded_idle_sequence() -> None:
+    """Per-second (idle, total) jiffies as /proc/stat gives them, 200 jiffies a second on two
+    CPUs: 50 % idle, then 2 % for 3 s (sheds after 2 s), 10 % (stays shed: between the
+    thresholds), then 40 % for 3 s (back to full rate after 2 s)."""
+    idle_shares = [0.5, 0.5, 0.02, 0.02, 0.02, 0.10, 0.10, 0.40, 0.40, 0.40]
+    readings = []
+    idle = total = 0
+    for share in [0.5, *idle_shares]:
+        idle += round(200 * share)
+        total += 200
+        readings.append((idle, total))
+    feed = iter(readings)
+    budget = Budget(read=lambda: next(feed))
+    scales = [budget.update(float(t)) for t in range(len(readings))]
+    assert BUSY_IDLE < 0.10 < CALM_IDLE
+    assert scales == [1.0, 1.0, 1.0, 1.0, SHED_SCALE, SHED_SCALE, SHED_SCALE, SHED_SCALE,
+                      SHED_SCALE, 1.0, 1.0]  # fmt: skip
+    assert budget.idle_share == 0.4
+
+
+def _gil_rates(timeline) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
+    """GIL reads/s in batches before the first shedding cost sample, and after it."""
+    window = timeline.window()
+    shed_at = next((c.t for c in window.costs if c.rate_scale < 1), None)
+    before, after = [], []
+    for batch in window.gil_runs:
+        if not isinstance(batch, GilRuns) or batch.t - batch.start < 0.05:
+            continue
+        rate = batch.reads / (batch.t - batch.start)
+        if shed_at is None or batch.start < shed_at:
+            before.append(rate)
+        elif batch.start > shed_at + 0.3:
+            after.append(rate)
+    return before, after
+
+
+def test_a_saturated_machine_slows_sampling_and_full_rate_does_not(python_target) -> None:  # type: ignore[no-untyped-def]
+    target = python_target(GIL_BURSTS)
+    spinners = [
+        subprocess.Popen([PYTHON, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
+        for _ in range(os.cpu_count() or 2)
+    ]
+    try:
+        time.sleep(0.5)
+        shed = collect(target.pid, 6.5, probes=("gil", "threads"))
+        full = collect(target.pid, 4.0, probes=("gil", "threads"), full_rate=True)
+    finally:
+        for proc in spinners:
+            stop_pid(proc)
+
+    costs = [c for c in shed.window().costs if isinstance(c, CollectorCost)]
+    idles = [c.machine_idle for c in costs if c.machine_idle is not None]
+    assert idles and min(idles) < BUSY_IDLE, idles
+    assert any(c.rate_scale == SHED_SCALE for c in costs), [c.rate_scale for c in costs]
+    before, after = _gil_rates(shed)
+    assert before and after, (before, after)
+    assert min(before) > 1500, before  # full rate until the machine had been busy for 2 s
+    assert max(after) < 2000 * SHED_SCALE * 1.2, after  # ~500 reads/s once shedding
+
+    full_costs = full.window().costs
+    assert all(c.rate_scale == 1.0 for c in full_costs)
+    all_full, after_full = _gil_rates(full)
+    assert after_full == []  # never shed ...
+    assert all_full and min(all_full) > 1500, all_full  # ... and 2 kHz on the same busy box
