@@ -6,7 +6,7 @@ import os
 import subprocess
 import time
 
-from lifescope.probes.budget import BUSY_IDLE, CALM_IDLE, SHED_SCALE, Budget
+from lifescope.probes.budget import BUSY_IDLE, CALM_IDLE, FED, SHED_SCALE, STARVED, Budget
 from lifescope.samples import CollectorCost, GilRuns
 from lifescope.session import collect
 from tests.conftest import PYTHON, stop_pid
@@ -22,24 +22,29 @@ while True:
 """
 
 
-def test_hysteresis_on_a_recorded_idle_sequence() -> None:
-    """Per-second (idle, total) jiffies as /proc/stat gives them, 200 jiffies a second on two
-    CPUs: 50 % idle, then 2 % for 3 s (sheds after 2 s), 10 % (stays shed: between the
-    thresholds), then 40 % for 3 s (back to full rate after 2 s)."""
-    idle_shares = [0.5, 0.5, 0.02, 0.02, 0.02, 0.10, 0.10, 0.40, 0.40, 0.40]
-    readings = []
-    idle = total = 0
-    for share in [0.5, *idle_shares]:
-        idle += round(200 * share)
-        total += 200
-        readings.append((idle, total))
-    feed = iter(readings)
-    budget = Budget(read=lambda: next(feed))
+def test_hysteresis_on_a_recorded_sequence() -> None:
+    """Per second: the machine's idle share and the target's run-queue wait (cores), fed as
+    /proc/stat jiffies (200 a second, two CPUs) and schedstat nanoseconds. Busy but the target
+    not waiting: no shedding. Busy and waiting for 2 s: shed. Waiting less but still over
+    FED: stay shed. Idle over CALM_IDLE for 2 s: back to full rate."""
+    seconds = [
+        (0.50, 0.00), (0.05, 0.00), (0.05, 0.00), (0.05, 0.00),  # busy, target fed: full
+        (0.05, 0.40), (0.05, 0.40), (0.05, 0.40),  # and starved: shed after 2 s
+        (0.20, 0.04),  # between the thresholds: stays shed
+        (0.40, 0.30), (0.40, 0.30), (0.40, 0.30),  # room again: full after 2 s
+    ]  # fmt: skip
+    readings, delays = [(0, 0)], [0]
+    for idle_share, waiting in seconds:
+        idle, total = readings[-1]
+        readings.append((idle + round(200 * idle_share), total + 200))
+        delays.append(delays[-1] + round(waiting * 1e9))
+    feed, delay_feed = iter(readings), iter(delays)
+    budget = Budget(pid=1, read=lambda: next(feed), read_delay=lambda pid: next(delay_feed))
     scales = [budget.update(float(t)) for t in range(len(readings))]
-    assert BUSY_IDLE < 0.10 < CALM_IDLE
-    assert scales == [1.0, 1.0, 1.0, 1.0, SHED_SCALE, SHED_SCALE, SHED_SCALE, SHED_SCALE,
-                      SHED_SCALE, 1.0, 1.0]  # fmt: skip
-    assert budget.idle_share == 0.4
+    assert BUSY_IDLE < 0.20 < CALM_IDLE and FED < 0.04 < STARVED
+    full, shed = 1.0, SHED_SCALE
+    assert scales == [full, full, full, full, full, full, shed, shed, shed, shed, full, full]
+    assert budget.idle_share == 0.4 and budget.waiting_share == 0.3
 
 
 def _gil_rates(timeline) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]

@@ -72,6 +72,10 @@ def _own_cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def _round4(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -95,7 +99,7 @@ class Collector:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=QUEUE_MAX)
         self.dropped = 0
         self.probes = build_probes(target, self._offer, probes, http_lines)
-        self.budget = Budget(enabled=not full_rate)
+        self.budget = Budget(enabled=not full_rate, pid=target.pid)
         for probe in self.probes:
             probe.budget = self.budget
         self._stop = threading.Event()
@@ -197,9 +201,8 @@ class Collector:
             errors=tuple((p.probe_name, p.errors) for p in self.probes),
             dropped=self.dropped,
             rate_scale=self.budget.scale,
-            machine_idle=(
-                None if self.budget.idle_share is None else round(self.budget.idle_share, 4)
-            ),
+            machine_idle=_round4(self.budget.idle_share),
+            target_cpu_wait=_round4(self.budget.waiting_share),
         )
 
 

@@ -286,6 +286,8 @@ class CollectorCost:
     """Below 1 while the machine is saturated and the probes shed load (`probes/budget.py`)."""
     machine_idle: float | None = None
     """The machine's idle share (all CPUs) over the last second, as the budget saw it."""
+    target_cpu_wait: float | None = None
+    """The target's threads' run-queue wait over the last second, in cores (schedstat)."""
 
 
 @dataclass(frozen=True, slots=True)

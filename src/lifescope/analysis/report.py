@@ -146,6 +146,7 @@ class CostView:
     rate_scale: float = 1.0
     """Below 1 when the probes were shedding load (the machine was saturated) at the end."""
     machine_idle: float | None = None
+    target_cpu_wait: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,7 +510,9 @@ def _cost_view(window: Window) -> CostView:
         cpu = _round((costs[-1].cpu_s - costs[0].cpu_s) / (costs[-1].t - costs[0].t))
     errors = sum(n for _, n in costs[-1].errors) - sum(n for _, n in costs[0].errors)
     last = costs[-1]
-    return CostView(cpu, last.rss_bytes, errors, last.rate_scale, last.machine_idle)
+    return CostView(
+        cpu, last.rss_bytes, errors, last.rate_scale, last.machine_idle, last.target_cpu_wait
+    )
 
 
 def build(window: Window, rules: tuple[layer_rules.Rule, ...] | None = None) -> Report:
@@ -733,15 +736,21 @@ def to_json(report: Report) -> dict[str, object]:
             "errors": report.cost.errors,
             "rate_scale": report.cost.rate_scale,
             "machine_idle": report.cost.machine_idle,
+            "target_cpu_wait": report.cost.target_cpu_wait,
         },
     }
 
 
 def shedding_note(cost: CostView) -> str:
     """What the header says while the probes shed load; the same words in text and UI."""
-    idle = "" if cost.machine_idle is None else f" ({_pct(cost.machine_idle)} idle)"
+    facts = []
+    if cost.machine_idle is not None:
+        facts.append(f"{_pct(cost.machine_idle)} idle")
+    if cost.target_cpu_wait is not None:
+        facts.append(f"target waits for CPU {_pct(cost.target_cpu_wait)}")
+    why = f" ({', '.join(facts)})" if facts else ""
     return (
-        f"machine saturated{idle}: sampling at ×{cost.rate_scale:g} to spare the target"
+        f"machine saturated{why}: sampling at ×{cost.rate_scale:g} to spare the target"
         " (--full-rate overrides)"
     )
 

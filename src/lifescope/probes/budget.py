@@ -1,31 +1,38 @@
-"""Load shedding: slower sampling while the machine has no CPU to spare.
+"""Load shedding: slower sampling while the target is short of CPU because the machine is.
 
-Why: on a saturated host every cycle lifescope spends is taken from the target. Measured on
-a 2-core VM with a saturated aiohttp server, the collector at full rates (~33 % of a core
-there) cost the server 0.69× of its requests/s; at a quarter of the rates it costs a
-fraction of that. So when the whole machine's idle share stays under `BUSY_IDLE` the probes
-that sample on a clock (GIL, threads, stacks, sockets, tasks) run at `SHED_SCALE` of their
-rates, and return to full rate once it is back over `CALM_IDLE`. Sampling stays unbiased at
-the lower rate; shares get noisier and hold times coarser, which the header says.
+Why: on a saturated host every cycle lifescope spends is taken from someone, and measured on
+a 2-core VM with a saturated aiohttp server, the collector at full rates (~30 % of a core
+there) cost the server ~0.7× of its requests/s. So when the machine has little idle CPU
+*and* the target's threads are kept waiting for a CPU (their run-queue delay, from
+`/proc/PID/task/*/schedstat`), the probes that sample on a clock (GIL, threads, stacks,
+sockets, tasks) run at `SHED_SCALE` of their rates, and return to full rate once either the
+machine has room again or the target no longer waits. Sampling stays unbiased at the lower
+rate; shares get noisier and hold times coarser, which the header says.
 
-The machine's idle share (not the target's CPU) is the signal because it is what the target
-competes for: a server using one core of an idle 8-core box loses nothing to lifescope, a
-server on a 2-core box whose other core runs its load balancer does. The hysteresis keeps
-the rates from flapping: shedding frees CPU that a saturated target immediately uses, so the
-idle share stays low until the load really drops.
+Both signals, because each alone misleads: a busy machine whose other work does not delay
+the target loses it nothing (an 8-core box with a batch job), and a target that waits on a
+run queue while cores sit idle is pinned or throttled by its cgroup, which lifescope's rate
+does not change. The hysteresis (`HOLD_S`, two thresholds each) keeps rates from flapping:
+shedding frees CPU that a saturated target uses at once, so the signals stay high until
+the load really drops.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
-BUSY_IDLE = 0.05
-"""Machine idle share (all CPUs) below which the probes shed load."""
-CALM_IDLE = 0.20
-"""... and above which they return to full rate."""
+BUSY_IDLE = 0.15
+"""Machine idle share (all CPUs) under which the probes may shed load ..."""
+STARVED = 0.05
+"""... when the target's threads together also waited for a CPU this share of the time."""
+CALM_IDLE = 0.30
+"""Back to full rate when the idle share is over this, ..."""
+FED = 0.02
+"""... or the target's run-queue wait under this."""
 SHED_SCALE = 0.25
 HOLD_S = 2.0
-"""How long the idle share must stay past a threshold before the rates change."""
+"""How long the signals must stay past a threshold before the rates change."""
 
 
 def read_cpu_times(path: str = "/proc/stat") -> tuple[int, int]:
@@ -36,44 +43,73 @@ def read_cpu_times(path: str = "/proc/stat") -> tuple[int, int]:
     return values[3] + values[4], sum(values)
 
 
+def run_delay_ns(pid: int) -> int:
+    """Nanoseconds the process's threads have spent runnable but not running (schedstat's
+    second field), summed over the threads alive now."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as handle:
+                total += int(handle.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread exited between listdir and open
+    return total
+
+
 class Budget:
-    """The rate scale every clock-driven probe applies; 1.0 unless the machine is saturated.
+    """The rate scale every clock-driven probe applies; 1.0 unless the target is starved.
 
     `scale` is a plain float attribute: probes read it from their threads (a float store is
     atomic in CPython) and `update()` is called by the collector about once a second.
     """
 
     def __init__(
-        self, enabled: bool = True, read: Callable[[], tuple[int, int]] = read_cpu_times
+        self,
+        enabled: bool = True,
+        pid: int | None = None,
+        read: Callable[[], tuple[int, int]] = read_cpu_times,
+        read_delay: Callable[[int], int] = run_delay_ns,
     ) -> None:
         self.enabled = enabled
+        self.pid = pid
         self._read = read
+        self._read_delay = read_delay
         self.scale = 1.0
         self.idle_share: float | None = None
+        self.waiting_share: float | None = None
+        """The target's run-queue wait per second of wall time (cores' worth)."""
         self._last: tuple[int, int] | None = None
-        self._past_threshold_s = 0.0
+        self._last_delay: int | None = None
         self._last_t: float | None = None
+        self._past_threshold_s = 0.0
 
     def update(self, now: float) -> float:
-        """Read the machine's idle share since the last call and move the scale if it stayed
-        past a threshold for `HOLD_S`. Returns the scale."""
+        """Read both signals since the last call and move the scale if they stayed past a
+        threshold for `HOLD_S`. Returns the scale."""
         try:
             sample = self._read()
+            delay = self._read_delay(self.pid) if self.pid is not None else None
         except (OSError, ValueError, IndexError):
             return self.scale
-        last, last_t = self._last, self._last_t
-        self._last, self._last_t = sample, now
-        if last is None or last_t is None or sample[1] <= last[1]:
+        last, last_delay, last_t = self._last, self._last_delay, self._last_t
+        self._last, self._last_delay, self._last_t = sample, delay, now
+        if last is None or last_t is None or sample[1] <= last[1] or now <= last_t:
             return self.scale
         idle = (sample[0] - last[0]) / (sample[1] - last[1])
         self.idle_share = idle
+        waiting = None
+        if delay is not None and last_delay is not None:
+            waiting = max(0, delay - last_delay) / 1e9 / (now - last_t)
+            self.waiting_share = waiting
         if not self.enabled:
             return self.scale
-        shedding = self.scale < 1.0
-        crossing = idle > CALM_IDLE if shedding else idle < BUSY_IDLE
+        if self.scale < 1.0:
+            crossing = idle > CALM_IDLE or (waiting is not None and waiting < FED)
+        else:
+            crossing = idle < BUSY_IDLE and (self.pid is None or (waiting or 0.0) >= STARVED)
         self._past_threshold_s = self._past_threshold_s + (now - last_t) if crossing else 0.0
         if self._past_threshold_s >= HOLD_S:
-            self.scale = 1.0 if shedding else SHED_SCALE
+            self.scale = 1.0 if self.scale < 1.0 else SHED_SCALE
             self._past_threshold_s = 0.0
         return self.scale
 
