@@ -375,7 +375,10 @@ class DumpProbe(Probe):
         self.covered_by = tuple(covered_by)
 
     def _covered(self) -> bool:
-        return bool(self.covered_by) and all(p.status == "ok" for p in self.covered_by)
+        # "degraded" still covers: a late GIL read or a restarted py-spy is not fixed by dumps.
+        return bool(self.covered_by) and all(
+            p.status in ("ok", "degraded") for p in self.covered_by
+        )
 
     def sample_loop(self) -> None:
         binary = find_pyspy()
