@@ -550,6 +550,20 @@ def test_filter_without_handshake_acks_drops_pure_acks() -> None:
     assert bpf.run(program, ipv4_tcp(40000, 8080, SYN), protocol=0x0800) == 48
 
 
+def test_shedding_filter_keeps_handshakes_and_closes_only() -> None:
+    """What the probe installs while the collector sheds load: no payload, no pure ACKs."""
+    program = bpf.tcp_events_program([8080], payload_snap=8, handshake_acks=False, payloads=False)
+    request = ipv4_tcp(40000, 8080, ACK | PSH, b"GET / HTTP/1.1\r\n")
+    response = ipv6_tcp(8080, 40000, ACK | PSH, b"HTTP/1.1 200 OK\r\n")
+    assert bpf.run(program, request, protocol=0x0800) == 0
+    assert bpf.run(program, response, protocol=0x86DD) == 0
+    assert bpf.run(program, ipv4_tcp(40000, 8080, ACK), protocol=0x0800) == 0
+    assert bpf.run(program, ipv4_tcp(40000, 8080, SYN), protocol=0x0800) == 48
+    assert bpf.run(program, ipv4_tcp(8080, 40000, SYN | ACK), protocol=0x0800) == 48
+    assert bpf.run(program, ipv4_tcp(8080, 40000, ACK | FIN, b"x"), protocol=0x0800) == 48
+    assert bpf.run(program, ipv4_tcp(40000, 8080, RST), protocol=0x0800) == 48
+
+
 def test_many_ports_fall_back_to_a_range_the_kernel_accepts() -> None:
     ports = list(range(9000, 9000 + bpf.MAX_FILTER_PORTS + 10))
     program = bpf.tcp_events_program(ports, payload_snap=8)

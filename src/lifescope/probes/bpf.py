@@ -166,6 +166,7 @@ def tcp_events_program(
     *,
     payload_snap: int,
     handshake_acks: bool = True,
+    payloads: bool = True,
     lo_ifindex: int = 1,
 ) -> Program:
     """The packet probe's filter: TCP to/from ``ports``, only what the connection picture needs.
@@ -179,6 +180,10 @@ def tcp_events_program(
     * with ``handshake_acks``, pure ACKs travelling *to* a listening port: the handshake's third
       packet is one of them and a stateless filter cannot tell it from a later one. They cost at
       most one packet per client acknowledgement; ``bench/bench_packets.py`` measures the share.
+
+    ``payloads=False`` (with ``handshake_acks=False``) keeps SYN, FIN and RST only: what the
+    probe passes while the collector sheds load, because a saturated keep-alive server's
+    packets are nearly all payload.
 
     Drops in the kernel: everything else, and the outgoing copy of every packet on the loopback
     device ``lo_ifindex`` (its incoming copy is kept, so each loopback packet is seen once).
@@ -252,8 +257,9 @@ def tcp_events_program(
     a.op(BPF_LDX | BPF_MEM, _M_IPHL)
     a.op(BPF_LD | BPF_B | BPF_IND, 13)
     a.jump(BPF_JMP | BPF_JSET | BPF_K, TH_FIN | TH_SYN | TH_RST, "accept", None)
-    a.op(BPF_LD | BPF_MEM, _M_PAYLOAD)
-    a.jump(BPF_JMP | BPF_JGT | BPF_K, 0, "accept", None)
+    if payloads:
+        a.op(BPF_LD | BPF_MEM, _M_PAYLOAD)
+        a.jump(BPF_JMP | BPF_JGT | BPF_K, 0, "accept", None)
     if handshake_acks:
         a.op(BPF_LD | BPF_MEM, _M_TOSRV)
         a.jump(BPF_JMP | BPF_JEQ | BPF_K, 1, None, "drop")

@@ -380,6 +380,8 @@ class PacketsProbe(Probe):
         self.http_lines = http_lines
         self.fixed_ports = tuple(sorted({int(p) for p in ports})) if ports is not None else None
         self.handshake_acks = handshake_acks
+        self.shedding = False
+        """SYN/FIN/RST only, while the collector sheds load (see `_install`)."""
         self.ports: tuple[int, ...] = ()
         self.rcvbuf = 0
         # counters over the probe's life (the samples carry per-interval deltas)
@@ -494,7 +496,9 @@ class PacketsProbe(Probe):
                     "run lifescope as the target's user or as root",
                 )
                 return True
-        if ports != self.ports:
+        shedding = self.budget.scale < 1.0
+        if ports != self.ports or shedding != self.shedding:
+            self.shedding = shedding
             self._install(ports)
         self._update_status()
         return True
@@ -537,10 +541,13 @@ class PacketsProbe(Probe):
 
     def _install(self, ports: tuple[int, ...]) -> None:
         assert self._sock is not None
+        # While shedding, only handshakes and closes: a saturated keep-alive server's packets
+        # are nearly all payload, which kept this probe at ~10 % of a core (bench_overhead).
         program = bpf.tcp_events_program(
             ports,
             payload_snap=PAYLOAD_SNAP_HTTP if self.http_lines else PAYLOAD_SNAP,
-            handshake_acks=self.handshake_acks,
+            handshake_acks=self.handshake_acks and not self.shedding,
+            payloads=not self.shedding,
             lo_ifindex=self._lo,
         )
         bpf.attach(self._sock, program)
