@@ -7,6 +7,7 @@ request's code is not visible, its time is "unknown" by design, never guessed.
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import subprocess
 import textwrap
@@ -225,22 +226,38 @@ def test_flask_gunicorn_dominant_layer(gunicorn, path: str, layer: str) -> None:
     assert largest(result) == layer, result.layers
 
 
-def test_gunicorn_master_finds_all_workers(gunicorn) -> None:  # type: ignore[no-untyped-def]
+def test_gunicorn_master_finds_and_aggregates_all_workers(gunicorn) -> None:  # type: ignore[no-untyped-def]
+    """Truth: 6 clients connect and send nothing. Each of the 3 sync workers accepts one and
+    blocks reading it; the other 3 wait in the shared accept queue, owned by nobody. So every
+    worker owns exactly one connection and the master none."""
     import json
 
-    master, _ = gunicorn(workers=3)
+    master, port = gunicorn(workers=3)
     from lifescope.target import python_children
 
     wait_for(lambda: len(python_children(master)) == 3, timeout=20)
-    done = subprocess.run(
-        [PYTHON, "-m", "lifescope", "snapshot", str(master), "--seconds", "1", "--json"],
-        capture_output=True,
-        timeout=60,
-    )
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(6)]
+    try:
+        time.sleep(0.5)
+        done = subprocess.run(
+            [PYTHON, "-m", "lifescope", "snapshot", str(master), "--seconds", "2.5", "--json"],
+            capture_output=True,
+            timeout=60,
+        )
+    finally:
+        for client in clients:
+            client.close()
     assert done.returncode == 0, done.stderr
-    processes = json.loads(done.stdout)["target"]["processes"]
+    snap = json.loads(done.stdout)
+    processes = snap["target"]["processes"]
     assert [p["role"] for p in processes] == ["main", "worker", "worker", "worker"]
     assert {p["pid"] for p in processes[1:]} == set(python_children(master))
+    assert [p["connections"] for p in processes] == [0, 1, 1, 1], processes
+    for p in processes:
+        assert p["threads"] == len(os.listdir(f"/proc/{p['pid']}/task")), p
+        assert p["cpu_share"] is not None and p["cpu_share"] < 0.2, p  # all blocked
+        assert p["rss_bytes"] > 5 * 2**20, p
+    assert snap["probes"]["workers"]["status"] == "ok"
 
 
 # --- FastAPI under uvicorn -------------------------------------------------------------
@@ -435,11 +452,19 @@ async def test_pick_a_gunicorn_worker_in_the_ui(gunicorn) -> None:  # type: igno
     wait_for(lambda: len(python_children(master)) == 2, timeout=20)
     app = LifescopeApp(master)
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause(1.0)
+        loop = __import__("asyncio").get_running_loop()
+        deadline = loop.time() + 15
+        while not app.processes_seen and loop.time() < deadline:
+            await pilot.pause(0.2)
         await pilot.press("w")
         await pilot.pause(0.3)
         picker = app.screen.query_one("#workers", Table)
         assert picker.row_count == 3  # the master and its two workers
+        # the aggregate columns are filled from what the master's collector saw
+        rows = [[str(c) for c in picker.get_row_at(i)] for i in range(3)]
+        assert [r[1] for r in rows] == ["master", "worker", "worker"]
+        assert all(r[3].isdigit() and int(r[3]) >= 1 for r in rows), rows  # threads
+        assert "workers:" in str(app.query_one("#header").render())
         picker.focus()
         picker.move_cursor(row=1)
         await pilot.press("enter")

@@ -33,13 +33,14 @@ from lifescope.probes.pyspy import DumpProbe, StacksProbe
 from lifescope.probes.sockets import SocketsProbe
 from lifescope.probes.tasks import TasksProbe
 from lifescope.probes.threads import ThreadsProbe
+from lifescope.probes.workers import WorkersProbe
 from lifescope.samples import CollectorCost, Hello, TargetGone
 from lifescope.target import Target, TargetError, parse_pid, python_children, resolve
 
 if TYPE_CHECKING:
     from lifescope.prometheus import MetricsExporter
 
-PROBES = ("gil", "threads", "stacks", "dump", "sockets", "packets", "tasks")
+PROBES = ("gil", "threads", "stacks", "dump", "sockets", "packets", "tasks", "workers")
 QUEUE_MAX = 20_000
 """Samples waiting for the writer; ~10 s of every probe at defaults."""
 FLUSH_EVERY_S = 0.1
@@ -57,6 +58,7 @@ def build_probes(
         "sockets": lambda: SocketsProbe(target, emit),
         "packets": lambda: PacketsProbe(target, emit, http_lines=http_lines),
         "tasks": lambda: TasksProbe(target, emit),
+        "workers": lambda: WorkersProbe(target, emit),
     }
     probes = {name: factories[name]() for name in names}
     dump = probes.get("dump")

@@ -296,6 +296,32 @@ class TargetGone:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class ProcessStat:
+    """One process of a pre-fork server (the attached master or one of its workers)."""
+
+    pid: int
+    role: str
+    """"main" (the process attached to) or "worker" (a Python child of it)."""
+    cpu_ticks: int
+    """utime + stime of all its threads, in clock ticks."""
+    rss_bytes: int
+    threads: int
+    fds: int
+    connections: int
+    """ESTABLISHED TCP sockets whose inode is one of its fds."""
+    busy: int
+    """... of which have unread request bytes or unacknowledged response bytes queued."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessesSample:
+    """The master and its Python workers, once a second: who holds the server's load."""
+
+    t: float
+    processes: tuple[ProcessStat, ...]
+
+
 SAMPLE_TYPES: tuple[type, ...] = (
     Hello,
     ProbeStatus,
@@ -309,4 +335,5 @@ SAMPLE_TYPES: tuple[type, ...] = (
     TasksSample,
     CollectorCost,
     TargetGone,
+    ProcessesSample,
 )

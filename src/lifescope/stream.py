@@ -37,6 +37,7 @@ _NESTED: tuple[type, ...] = (
     samples.PacketEvent,
     samples.TaskAwait,
     samples.TaskInfo,
+    samples.ProcessStat,
 )
 _KINDS: dict[str, type] = {cls.__name__: cls for cls in (*samples.SAMPLE_TYPES, *_NESTED)}
 

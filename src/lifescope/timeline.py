@@ -18,6 +18,7 @@ from lifescope.samples import (
     Hello,
     PacketsSample,
     ProbeStatus,
+    ProcessesSample,
     SocketsSample,
     StacksWindow,
     TargetGone,
@@ -44,6 +45,7 @@ class Window:
     gil_info: GilInfo | None = None
     tasks: tuple[TasksSample, ...] = ()
     packets: tuple[PacketsSample, ...] = ()
+    processes: tuple[ProcessesSample, ...] = ()
 
     @property
     def seconds(self) -> float:
@@ -65,6 +67,7 @@ class Timeline:
         self.gil_info: GilInfo | None = None
         self.tasks: deque[TasksSample] = deque(maxlen=maxlen // 100)
         self.packets: deque[PacketsSample] = deque(maxlen=maxlen // 10)
+        self.processes: deque[ProcessesSample] = deque(maxlen=maxlen // 100)
         self.first_t: float | None = None
         self.last_t: float | None = None
         self.received = 0
@@ -97,6 +100,8 @@ class Timeline:
                 self._append(self.tasks, sample)
             case PacketsSample():
                 self._append(self.packets, sample)
+            case ProcessesSample():
+                self._append(self.processes, sample)
             case ProbeStatus():
                 self.statuses[sample.probe] = sample
             case TargetGone():
@@ -134,4 +139,5 @@ class Timeline:
             gil_info=self.gil_info,
             tasks=cut(self.tasks),
             packets=cut(self.packets),
+            processes=cut(self.processes),
         )

@@ -17,11 +17,12 @@ from lifescope.analysis import concurrency, connections, gil, layers
 from lifescope.analysis import packets as packet_analysis
 from lifescope.analysis import tasks as task_analysis
 from lifescope.analysis.frames import innermost_app, label
+from lifescope.analysis.processes import ProcessView, processes_view
 from lifescope.samples import Frame, Socket, SocketsSample
 from lifescope.timeline import Window
 
 SNAPSHOT_SCHEMA = "lifescope.snapshot/1"
-PROBE_ORDER = ("gil", "threads", "stacks", "dump", "sockets", "packets", "tasks")
+PROBE_ORDER = ("gil", "threads", "stacks", "dump", "sockets", "packets", "tasks", "workers")
 
 _STATE_WORDS = {
     "R": "running",
@@ -228,6 +229,8 @@ class Report:
     layers: LayersView | None = None
     workers: tuple[int, ...] = ()
     packets: packet_analysis.PacketsView | None = None
+    processes: tuple[ProcessView, ...] = ()
+    """A pre-fork server's master and workers, when the target has Python children."""
 
 
 def _ratio(part: float, whole: float) -> float | None:
@@ -246,6 +249,7 @@ def _probe_views(window: Window) -> tuple[ProbeView, ...]:
         "sockets": len(window.sockets),
         "packets": sum(p.captured for p in window.packets),
         "tasks": len(window.tasks),
+        "workers": len(window.processes),
         "stacks": sum(w.samples for w in window.stacks),
     }
     views = []
@@ -581,6 +585,7 @@ def build(window: Window, rules: tuple[layer_rules.Rule, ...] | None = None) -> 
         model=conc.model,
         packets=_packets_view(window),
         workers=hello.workers if hello else (),
+        processes=processes_view(window.processes, hello.clock_ticks if hello else 100),
         layers=LayersView(
             shares=tuple(layer_stats.shares.items()),
             now=tuple(sorted(layer_stats.now.items())),
@@ -620,10 +625,13 @@ def to_json(report: Report) -> dict[str, object]:
             "python": report.python,
             "command": report.command,
             "processes": (
-                [{"pid": report.pid, "role": "main"}]
-                + [{"pid": pid, "role": "worker"} for pid in report.workers]
-                if report.pid
-                else []
+                [p.as_dict() for p in report.processes]
+                or (
+                    [{"pid": report.pid, "role": "main"}]
+                    + [{"pid": pid, "role": "worker"} for pid in report.workers]
+                    if report.pid
+                    else []
+                )
             ),
             "gone": report.gone,
         },
@@ -770,7 +778,7 @@ def to_text(report: Report) -> str:
         "probes:",
     ]
     for p in report.probes:
-        why = f"  ({p.reason}; {p.remedy})" if p.reason else ""
+        why = f"  ({'; '.join(filter(None, (p.reason, p.remedy)))})" if p.reason else ""
         lines.append(f"  {p.name:<8} {p.status:<11} {p.rate_hz:7.1f}/s{why}")
     gil_view = report.gil
     lines += [
@@ -795,6 +803,17 @@ def to_text(report: Report) -> str:
             lines.append(
                 f"  +{stall.start_s:.1f}s {stall.duration_ms:.0f} ms "
                 f"{stall.frame or '?'} ({gil_word})"
+            )
+    if report.processes:
+        lines += ["", "processes (pre-fork server):"]
+        lines.append(
+            f"  {'pid':>7} {'role':<7} {'cpu':>5} {'threads':>7} {'conns':>6} {'busy':>5} "
+            f"{'fds':>6} {'rss MiB':>8}"
+        )
+        for p in report.processes:
+            lines.append(
+                f"  {p.pid:>7} {p.role:<7} {_pct(p.cpu_share):>5} {p.threads:>7} "
+                f"{p.connections:>6} {p.busy:>5} {p.fds:>6} {p.rss_bytes / 2**20:>8.1f}"
             )
     lines += ["", "threads:"]
     lines.append(

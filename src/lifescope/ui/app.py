@@ -31,6 +31,7 @@ from lifescope.analysis import narration
 from lifescope.analysis import report as analysis
 from lifescope.analysis.frames import kind as frame_kind
 from lifescope.analysis.frames import label
+from lifescope.analysis.processes import ProcessView
 from lifescope.replay import Player
 from lifescope.samples import Frame
 from lifescope.session import CollectorFailed, CollectorProcess
@@ -202,21 +203,47 @@ class WorkerScreen(ModalScreen[int | None]):
 
     BINDINGS: ClassVar = [Binding("escape,q", "dismiss(None)", "close")]
 
-    def __init__(self, master: int, workers: list[int], current: int | None) -> None:
+    def __init__(
+        self,
+        master: int,
+        workers: list[int],
+        current: int | None,
+        stats: tuple[ProcessView, ...] = (),
+    ) -> None:
         super().__init__()
         self.master = master
         self.worker_pids = workers
         self.current = current
+        self.stats = {p.pid: p for p in stats}
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help"):
             yield Static(Text(f"processes of {self.master} (Enter to watch one)", style="bold"))
             table: DataTable = DataTable(cursor_type="row", id="workers")
-            table.add_columns("pid", "role", "watching")
+            table.add_columns("pid", "role", "cpu", "threads", "conns", "busy", "rss", "watching")
             for pid in [self.master, *self.worker_pids]:
                 role = "master" if pid == self.master else "worker"
-                table.add_row(str(pid), role, "◀" if pid == self.current else "", key=str(pid))
+                p = self.stats.get(pid)
+                numbers = ("—",) * 5
+                if p is not None:
+                    numbers = (
+                        _share(p.cpu_share),
+                        str(p.threads),
+                        str(p.connections),
+                        str(p.busy),
+                        _mib(p.rss_bytes),
+                    )
+                mark = "◀" if pid == self.current else ""
+                table.add_row(str(pid), role, *numbers, mark, key=str(pid))
             yield table
+            if self.stats:
+                yield Static(
+                    Text(
+                        "cpu over the last 10 s while watching the master; conns: established "
+                        "connections it owns, busy: with bytes queued either way",
+                        style="dim",
+                    )
+                )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
@@ -287,6 +314,8 @@ class LifescopeApp(App[int]):
         self.renders = 0
         self.last_report: analysis.Report | None = None
         self.slow_builds = False
+        self.processes_seen: tuple[ProcessView, ...] = ()
+        """The pre-fork server's processes as last seen while watching its master."""
         self._building = False
         self._timeline_for_build: Timeline | None = None
         self._queue: queue.Queue[object] = queue.Queue(maxsize=QUEUE_MAX)
@@ -420,6 +449,8 @@ class LifescopeApp(App[int]):
 
     def _show(self, report: analysis.Report) -> None:
         self.last_report = report
+        if report.processes:
+            self.processes_seen = report.processes
         with self.batch_update():
             self._render_header(report)
             for pane in self.query(Pane):
@@ -456,6 +487,14 @@ class LifescopeApp(App[int]):
             )
             if self.dropped:
                 text.append(f" · ui dropped {self.dropped}", style="yellow")
+            workers = [p for p in report.processes if p.role == "worker"]
+            if workers:
+                cpu = sum(p.cpu_share or 0.0 for p in workers)
+                conns = sum(p.connections for p in workers)
+                text.append(
+                    f" · {len(workers)} workers: cpu {_share(cpu)}, {conns} conns (w: per worker)",
+                    style="cyan",
+                )
             if cost.rate_scale < 1:
                 text.append(f" · {analysis.shedding_note(cost)}", style="bold yellow")
         header.update(text)
@@ -534,7 +573,7 @@ class LifescopeApp(App[int]):
             if pid is not None and pid != self.pid:
                 self.switch_target(pid)
 
-        self.push_screen(WorkerScreen(master, workers, self.pid), chosen)
+        self.push_screen(WorkerScreen(master, workers, self.pid, self.processes_seen), chosen)
 
     def switch_target(self, pid: int) -> None:
         """Watch another process of the same server: a fresh collector, a fresh timeline."""
