@@ -53,7 +53,14 @@ def test_collector_soak(demo_server: DemoServer) -> None:
         load.stop()
     costs = list(timeline.costs)
     assert costs and all(n == 0 for _, n in costs[-1].errors), costs[-1].errors
-    assert {s.status for s in timeline.statuses.values()} == {"ok"}, timeline.statuses
+    statuses = {name: s.status for name, s in timeline.statuses.items()}
+    # standby: the dump fallback (the GIL and stacks probes work) and the workers probe (the
+    # demo is a single process); every other probe worked to the end
+    assert statuses == {
+        **{name: "ok" for name in statuses},
+        "dump": "standby",
+        "workers": "standby",
+    }, timeline.statuses
     after = [r for t, r in rss if t >= WARMUP_S]
     assert len(after) >= (SECONDS - WARMUP_S) * 0.8
     # flat: the second half is not above the first half by more than 4 MiB
