@@ -40,6 +40,10 @@ from lifescope.ui.panes import ConnectionsPane, GilPane, LayersPane, Pane, Threa
 
 REFRESH_S = 0.5
 WINDOW_S = 10.0
+LIVE_HORIZON_S = 60.0
+"""What the live UI keeps: the panes show the last WINDOW_S; `--record` keeps everything on
+disk. With the Timeline's default 10 minutes, `lifescope demo` left alone grew ~17 MiB a
+minute until the horizon bit (bench/soak_ui.py)."""
 SLOW_BUILD_S = 0.03
 """A report that took longer than this to build is built off the UI thread from then on.
 At 10k connections and 200 threads a build took 0.3-0.6 s, and on the UI thread every
@@ -307,7 +311,7 @@ class LifescopeApp(App[int]):
         self._source = source
         self.title_hint = title_hint
         self.clock = clock
-        self.timeline = Timeline()
+        self.timeline = Timeline(horizon_s=LIVE_HORIZON_S)
         self.paused = False
         self.collector: CollectorProcess | None = None
         self.failure: str | None = None
@@ -586,7 +590,7 @@ class LifescopeApp(App[int]):
         while not self._queue.empty():
             self._queue.get_nowait()
         self.pid = pid
-        self.timeline = Timeline()
+        self.timeline = Timeline(horizon_s=LIVE_HORIZON_S)
         self.failure = None
         self._ended.clear()
         self._source = None
