@@ -142,8 +142,8 @@ class Collector:
                     next_cost = now + 1.0
                     self.budget.update(now)
                     self._send(self._cost(now))
-                    if not self.target.alive():
-                        gone = "the target process exited"
+                    gone = self.target.gone_reason()
+                    if gone is not None:
                         break
                 if now >= next_flush:
                     self.out.flush()

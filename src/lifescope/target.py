@@ -40,11 +40,26 @@ class Target:
     python: str | None
     """`"3.11.7"` when the full version could be read, `"3.11"` from the library name alone."""
     executable: str
+    image: str = ""
+    """The program image at attach (`image_of`): an exec keeps the pid and the start time but
+    replaces the program, and every address we read with it."""
 
     def alive(self) -> bool:
-        """True while the very process we attached to still runs (pid reuse aware)."""
+        """True while the very process we attached to still runs the program it ran then
+        (pid reuse and exec aware)."""
+        return self.gone_reason() is None
+
+    def gone_reason(self) -> str | None:
+        """None while alive; else why not, in words for the header."""
         stat = _read_stat(self.pid)
-        return stat is not None and stat[1] == self.start_ticks and stat[0] not in "ZX"
+        if stat is None or stat[1] != self.start_ticks or stat[0] in "ZX":
+            return "the target process exited"
+        if self.image:
+            now = image_of(self.pid)
+            if now and now != self.image:
+                program = now.rsplit("@", 1)[0]
+                return f"the target replaced itself (exec) with {program}; attach again to follow"
+        return None
 
     @property
     def minor(self) -> tuple[int, int] | None:
@@ -52,6 +67,18 @@ class Target:
             return None
         major, minor = self.python.split(".")[:2]
         return int(major), int(minor)
+
+
+def image_of(pid: int) -> str:
+    """`/proc/PID/exe` and the start of its first mapping: changes on exec (a re-exec of the
+    same interpreter included, since ASLR moves the new image). "" when unreadable."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+        with open(f"/proc/{pid}/maps", "rb") as handle:
+            first = handle.readline().split(b"-", 1)[0].decode()
+    except OSError:
+        return ""
+    return f"{exe}@{first}"
 
 
 def parse_pid(text: str) -> int:
@@ -204,4 +231,5 @@ def resolve(pid: int) -> Target:
         command=command,
         python=_full_version(pid, minor),
         executable=executable,
+        image=image_of(pid),
     )

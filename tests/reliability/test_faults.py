@@ -63,6 +63,29 @@ async def test_target_exit_keeps_data_and_quits_cleanly(python_target) -> None: 
     wait_for(lambda: not alive(collector_pid), timeout=5)
 
 
+EXECS = """
+import os, time
+print("READY", flush=True)
+time.sleep(1.5)
+os.execv("/bin/sleep", ["sleep", "60"])
+"""
+
+
+def test_a_target_that_execs_is_gone_not_misread(python_target) -> None:  # type: ignore[no-untyped-def]
+    """Same pid, same start time, another program: the collector says so and stops, rather
+    than reading the new program's memory with the old interpreter's addresses."""
+    proc = python_target(EXECS)
+    started = time.monotonic()
+    timeline = collect(proc.pid, 8.0)
+    elapsed = time.monotonic() - started
+    assert timeline.gone is not None, "an exec must end the session"
+    assert "exec" in timeline.gone.reason and "sleep" in timeline.gone.reason, timeline.gone
+    assert elapsed < 6.0, f"the collector kept going for {elapsed:.1f} s"
+    assert alive(proc.pid), "the target itself is left alone"
+    before = [s for s in timeline.threads if s.t < timeline.gone.t]
+    assert before, "what was seen before the exec is kept"
+
+
 def test_missing_pyspy_disables_stacks_only(python_target, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("LIFESCOPE_PYSPY", "/nonexistent/py-spy")
     proc = python_target(BUSY)
