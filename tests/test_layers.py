@@ -239,16 +239,11 @@ def test_gunicorn_master_finds_and_aggregates_all_workers(gunicorn) -> None:  # 
     clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(6)]
     try:
         time.sleep(0.5)
-        done = subprocess.run(
-            [PYTHON, "-m", "lifescope", "snapshot", str(master), "--seconds", "2.5", "--json"],
-            capture_output=True,
-            timeout=60,
-        )
+        rep = report.build(collect(master, 2.5).window())
     finally:
         for client in clients:
             client.close()
-    assert done.returncode == 0, done.stderr
-    snap = json.loads(done.stdout)
+    snap = json.loads(json.dumps(report.to_json(rep)))
     processes = snap["target"]["processes"]
     assert [p["role"] for p in processes] == ["main", "worker", "worker", "worker"]
     assert {p["pid"] for p in processes[1:]} == set(python_children(master))
@@ -258,6 +253,20 @@ def test_gunicorn_master_finds_and_aggregates_all_workers(gunicorn) -> None:  # 
         assert p["cpu_share"] is not None and p["cpu_share"] < 0.2, p  # all blocked
         assert p["rss_bytes"] > 5 * 2**20, p
     assert snap["probes"]["workers"]["status"] == "ok"
+    # the same numbers on the Prometheus endpoint, one series per process
+    from lifescope.prometheus import metrics
+
+    scraped = {
+        (family.name, sample.labels["process_pid"], sample.labels["role"]): sample.value
+        for family in metrics(rep)
+        if family.name.startswith("lifescope_process_")
+        for sample in family.samples
+    }
+    for p in processes:
+        key = (str(p["pid"]), p["role"])
+        assert scraped[("lifescope_process_connections", *key)] == p["connections"]
+        assert scraped[("lifescope_process_cpu_ratio", *key)] == p["cpu_share"]
+        assert scraped[("lifescope_process_resident_memory_bytes", *key)] == p["rss_bytes"]
 
 
 # --- FastAPI under uvicorn -------------------------------------------------------------

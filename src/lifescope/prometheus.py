@@ -180,6 +180,15 @@ def metrics(rep: Report) -> list[Metric]:
         out.set("lifescope_threads", "The target's threads by what they do now (python, "
                 "native, gil-wait, io, lock, sleep, other).", n, state=state)  # fmt: skip
 
+    for proc in getattr(rep, "processes", ()):  # a pre-fork server's master and workers
+        labels = {"process_pid": str(proc.pid), "role": proc.role}
+        out.set("lifescope_process_cpu_ratio", "CPU of each process of a pre-fork server over "
+                "the window, as a fraction of one core.", proc.cpu_share, **labels)  # fmt: skip
+        out.set("lifescope_process_connections", "Established connections each process of a "
+                "pre-fork server owns.", proc.connections, **labels)  # fmt: skip
+        out.set("lifescope_process_resident_memory_bytes", "Resident memory of each process "
+                "of a pre-fork server.", proc.rss_bytes, **labels)  # fmt: skip
+
     out.set("lifescope_collector_cpu_ratio", "CPU used by lifescope's collector and py-spy, "
             "as a fraction of one core.", rep.cost.cpu_share)  # fmt: skip
     out.set("lifescope_collector_resident_memory_bytes", "Resident memory of lifescope's "
