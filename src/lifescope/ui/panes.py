@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Sparkline, Static
 from lifescope.analysis.packets import PacketsView
 from lifescope.analysis.report import ProbeView, Report, ThreadView
 from lifescope.samples import HEALTHY
-from lifescope.ui.tables import bar, ensure_columns, pct, sync_rows
+from lifescope.ui.tables import LiveTable, bar, ensure_columns, pct, sync_rows
 
 MAX_ROWS = 50
 """Tables show the top rows only; the summary line counts the rest."""
@@ -40,7 +40,7 @@ class Pane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("waiting for samples…", classes="summary")
-        yield DataTable(cursor_type="row", show_cursor=False)
+        yield LiveTable(cursor_type="row", show_cursor=False)
 
     def on_mount(self) -> None:
         self.border_title = self.TITLE
@@ -195,8 +195,8 @@ class LayersPane(Pane):
 
     def compose(self) -> ComposeResult:
         yield Static("waiting for samples…", classes="summary")
-        yield DataTable(cursor_type="row", show_cursor=False, show_header=False, id="ladder")
-        yield DataTable(cursor_type="row", id="in-flight")
+        yield LiveTable(cursor_type="row", show_cursor=False, show_header=False, id="ladder")
+        yield LiveTable(cursor_type="row", id="in-flight")
 
     def on_mount(self) -> None:
         self.border_title = self.TITLE
@@ -348,7 +348,7 @@ class GilPane(Pane):
     def compose(self) -> ComposeResult:
         yield Static("waiting for samples…", classes="summary")
         yield Sparkline([], id="gil-spark")
-        yield DataTable(cursor_type="row", show_cursor=False)
+        yield LiveTable(cursor_type="row", show_cursor=False)
 
     def show(self, report: Report) -> None:
         gil = report.gil
