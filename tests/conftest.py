@@ -16,10 +16,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from lifescope.demo.children import DemoServer, LoadGen, start_demo_server, start_load
 
 PYTHON = os.path.realpath(sys.executable)
+
+# Property tests check what parsers do with odd input, not how fast: no per-example deadline
+# and no "generation is slow" failure, which a busy CI machine triggered (seen: 1.4 s to draw
+# one input while another process loaded both cores).
+settings.register_profile("lifescope", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("lifescope")
 
 
 def stop_pid(proc: subprocess.Popen[bytes]) -> None:
