@@ -53,11 +53,13 @@ def python_target(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[byt
     """Start a Python script as a target; it prints READY when set up. Stopped by pid."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(code: str, python: str = PYTHON) -> subprocess.Popen[bytes]:
+    def start(code: str, python: str = PYTHON, stdin: bool = False) -> subprocess.Popen[bytes]:
         script = tmp_path / f"target{len(started)}.py"
         script.write_text(textwrap.dedent(code))
         proc = subprocess.Popen(
-            [python, str(script)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+            [python, str(script)],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
         )
         started.append(proc)
         assert proc.stdout is not None

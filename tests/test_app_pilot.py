@@ -136,3 +136,30 @@ async def test_slow_reports_are_built_off_the_ui_thread(
         assert "● live" in str(app.query_one("#header", Static).render())
         await wait_until(pilot, lambda: app.renders > renders)
         await pilot.press("q")
+
+
+async def test_a_failing_background_build_fails_the_app_loudly(
+    loaded_demo: tuple[DemoServer, LoadGen], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception in a report built on the analysis thread must not freeze the panes
+    silently: it reaches the app's own loop, which ends the app with it, as an inline one."""
+    from lifescope.analysis import report as analysis
+    from lifescope.ui import app as app_module
+
+    monkeypatch.setattr(app_module, "SLOW_BUILD_S", 0.0)
+    real_build = analysis.build
+    failing = threading.Event()
+
+    def build(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if failing.is_set() and threading.current_thread().name == "lifescope-analysis":
+            raise ZeroDivisionError("a bug in the analysis")
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(analysis, "build", build)
+    server, _ = loaded_demo
+    app = LifescopeApp(server.pid)
+    with pytest.raises(ZeroDivisionError, match="a bug in the analysis"):
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_until(pilot, lambda: app.renders > 0 and app.slow_builds)
+            failing.set()
+            await pilot.pause(3.0)

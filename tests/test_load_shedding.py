@@ -82,6 +82,8 @@ def test_a_saturated_machine_slows_sampling_and_full_rate_does_not(python_target
     idles = [c.machine_idle for c in costs if c.machine_idle is not None]
     assert idles and min(idles) < BUSY_IDLE, idles
     assert any(c.rate_scale == SHED_SCALE for c in costs), [c.rate_scale for c in costs]
+    info = shed.window().gil_info
+    assert info is not None and info.rate_hz == 500 and not info.realtime, info  # re-sent
     before, after = _gil_rates(shed)
     assert before and after, (before, after)
     assert min(before) > 1500, before  # full rate until the machine had been busy for 2 s

@@ -69,16 +69,28 @@ class Target:
         return int(major), int(minor)
 
 
+_DELETED = " (deleted)"
+
+
 def image_of(pid: int) -> str:
-    """`/proc/PID/exe` and the start of its first mapping: changes on exec (a re-exec of the
-    same interpreter included, since ASLR moves the new image). "" when unreadable."""
+    """`/proc/PID/exe` and where the executable is mapped: changes on exec (a re-exec of the
+    same interpreter included, since ASLR moves the new image). "" when unreadable.
+
+    Not the first line of maps (memory mapped below the executable — a Go or JVM heap —
+    would look like an exec), and without the " (deleted)" an upgrade of the interpreter's
+    file on disk appends to the link while the process runs on."""
     try:
-        exe = os.readlink(f"/proc/{pid}/exe")
+        exe = os.readlink(f"/proc/{pid}/exe").removesuffix(_DELETED)
         with open(f"/proc/{pid}/maps", "rb") as handle:
-            first = handle.readline().split(b"-", 1)[0].decode()
+            for line in handle:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6:
+                    path = fields[5].rstrip(b"\n").decode(errors="replace").removesuffix(_DELETED)
+                    if path == exe:
+                        return f"{exe}@{fields[0].split(b'-', 1)[0].decode()}"
     except OSError:
         return ""
-    return f"{exe}@{first}"
+    return f"{exe}@?"
 
 
 def parse_pid(text: str) -> int:

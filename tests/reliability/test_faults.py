@@ -86,6 +86,47 @@ def test_a_target_that_execs_is_gone_not_misread(python_target) -> None:  # type
     assert before, "what was seen before the exec is kept"
 
 
+def test_an_upgraded_or_low_mapping_interpreter_is_not_an_exec(python_target, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two things that change /proc/PID/exe or the first line of maps without an exec: the
+    interpreter's file replaced on disk (an upgrade: the link gains " (deleted)"), and
+    memory mapped below the executable (a Go or JVM heap)."""
+    import shutil
+
+    from lifescope.target import resolve
+
+    copy = tmp_path / "python-copy"
+    shutil.copy2(PYTHON, copy)
+    proc = python_target(
+        """
+        import ctypes, sys, time
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_int, ctypes.c_long]
+        print("READY", flush=True)
+        sys.stdin.readline()  # the test says when
+        low = libc.mmap(0x10000000, 4096, 1, 0x22, -1, 0)  # PROT_READ, PRIVATE|ANONYMOUS
+        print(hex(low or 0), flush=True)
+        time.sleep(60)
+        """,
+        python=str(copy),
+        stdin=True,
+    )
+    target = resolve(str(proc.pid))
+    assert target.gone_reason() is None
+    copy.unlink()  # the "upgrade": the running interpreter's file is gone from disk
+    assert os.readlink(f"/proc/{proc.pid}/exe").endswith(" (deleted)")
+    assert target.gone_reason() is None, target.gone_reason()
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"go\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == b"0x10000000"
+    with open(f"/proc/{proc.pid}/maps") as maps:
+        assert maps.readline().startswith("10000000-"), "the low mapping is now the first line"
+    assert target.gone_reason() is None, target.gone_reason()
+    assert target.alive()
+
+
 def test_missing_pyspy_disables_stacks_only(python_target, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("LIFESCOPE_PYSPY", "/nonexistent/py-spy")
     proc = python_target(BUSY)

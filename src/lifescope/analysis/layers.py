@@ -17,6 +17,7 @@ be attributed (an asyncio request whose task we cannot read) is "unknown", not a
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -187,6 +188,9 @@ def _client_layer(sock: Socket, phase: str) -> str | None:
 
 _SUMMARIES: dict[int, tuple[SocketsSample, Counter[str], int]] = {}
 _SUMMARIES_KEPT = 32
+_SUMMARIES_LOCK = threading.Lock()
+"""Reports may be built on two threads at once (the UI's analysis thread and a seek; two
+metrics scrapes)."""
 
 
 def _socket_summary(sample: SocketsSample) -> tuple[Counter[str], int]:
@@ -211,9 +215,10 @@ def _socket_summary(sample: SocketsSample) -> tuple[Counter[str], int]:
             layers[layer] += 1
         elif ph == "request":
             requests += 1
-    if len(_SUMMARIES) >= _SUMMARIES_KEPT:
-        del _SUMMARIES[next(iter(_SUMMARIES))]  # oldest first: dicts keep insertion order
-    _SUMMARIES[id(sample)] = (sample, layers, requests)
+    with _SUMMARIES_LOCK:
+        while len(_SUMMARIES) >= _SUMMARIES_KEPT:
+            del _SUMMARIES[next(iter(_SUMMARIES))]  # oldest first: dicts keep insertion order
+        _SUMMARIES[id(sample)] = (sample, layers, requests)
     return layers, requests
 
 

@@ -80,9 +80,12 @@ class GilProbe(Probe):
         period = 1.0 / self.rate_hz
         realtime = can_realtime = _realtime()
         now = time.monotonic()
-        self.emit(
-            GilInfo(
-                t=now,
+
+        def info(t: float, rate_hz: float, realtime: bool) -> GilInfo:
+            """Sent at start and whenever shedding changes the rate or the priority, so the
+            pane's resolution (±half a period) and the realtime flag stay true."""
+            return GilInfo(
+                t=t,
                 python=self.target.python or "",
                 interval_us=reader.interval_us,
                 cond_address=reader.cond_address,
@@ -90,10 +93,11 @@ class GilProbe(Probe):
                 mutex_address=reader.mutex_address,
                 mutex_size=reader.mutex_size,
                 tid_source=reader.tid_source,
-                rate_hz=self.rate_hz,
+                rate_hz=rate_hz,
                 realtime=realtime,
             )
-        )
+
+        self.emit(info(now, self.rate_hz, realtime))
         self.set_status("ok")
         first = reader.read()
         run_holder = _holder(first.locked, first.holder_tid)
@@ -172,7 +176,8 @@ class GilProbe(Probe):
                 last_switch = value.switch_number
                 next_emit = now + EMIT_EVERY_S
                 # The machine's budget, applied between batches (a float read, 10× a second).
-                fast = full_period / self.budget.scale
+                scale = self.budget.scale
+                fast = full_period / scale
                 if fast != period:
                     step = fast if step == period else step
                     period = fast
@@ -180,11 +185,12 @@ class GilProbe(Probe):
                     # A real-time sampler preempts a saturated target at every read (measured:
                     # requests/s ×0.74 with SCHED_FIFO, ×0.94 without, same CPU); while
                     # shedding it yields like any other thread, and reads may come late.
-                    if self.budget.scale < 1.0 and realtime:
+                    if scale < 1.0 and realtime:
                         _normal()
                         realtime = False
-                    elif self.budget.scale == 1.0 and can_realtime and not realtime:
+                    elif scale == 1.0 and can_realtime and not realtime:
                         realtime = _realtime()
+                    self.emit(info(now, 1.0 / period, realtime))
 
 
 def _holder(locked: bool, tid: int | None) -> int:

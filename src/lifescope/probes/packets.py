@@ -498,6 +498,10 @@ class PacketsProbe(Probe):
                 return True
         shedding = self.budget.scale < 1.0
         if ports != self.ports or shedding != self.shedding:
+            if self.shedding and not shedding:
+                # Connections opened while payload was filtered out never saw their first
+                # bytes; the next payload would be a later request, reported as the first.
+                self._conns.clear()
             self.shedding = shedding
             self._install(ports)
         self._update_status()

@@ -375,9 +375,11 @@ class DumpProbe(Probe):
         self.covered_by = tuple(covered_by)
 
     def _covered(self) -> bool:
-        # "degraded" still covers: a late GIL read or a restarted py-spy is not fixed by dumps.
+        # A degraded GIL probe (late reads while shedding) still covers; a degraded stacks
+        # probe may be delivering no windows at all, and then a dump is the only stack.
         return bool(self.covered_by) and all(
-            p.status in ("ok", "degraded") for p in self.covered_by
+            p.status == "ok" or (p.status == "degraded" and p.probe_name == "gil")
+            for p in self.covered_by
         )
 
     def sample_loop(self) -> None:

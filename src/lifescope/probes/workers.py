@@ -64,7 +64,7 @@ class WorkersProbe(Probe):
             processes.append((pid, ticks, threads, rss, fds))
         connections: dict[int, int] = {}
         busy: dict[int, int] = {}
-        for row in self._established():
+        for row in self._established(owners):
             owner = owners.get(row.inode)
             if owner is None:
                 continue
@@ -88,11 +88,13 @@ class WorkersProbe(Probe):
             ),
         )
 
-    def _established(self) -> list:  # type: ignore[type-arg]
+    def _established(self, inodes: dict[int, int]) -> list:  # type: ignore[type-arg]
         if self._diag is None:
             self._diag = SockDiag(self.target.pid)
         try:
-            return self._diag.dump_tcp(states=state_mask("ESTABLISHED"), want_info=False)
+            return self._diag.dump_tcp(
+                states=state_mask("ESTABLISHED"), want_info=False, only=(inodes, ())
+            )
         except OSError:
             self._diag.close()
             self._diag = None

@@ -322,6 +322,9 @@ class LifescopeApp(App[int]):
         """The pre-fork server's processes as last seen while watching its master."""
         self._building = False
         self._timeline_for_build: Timeline | None = None
+        self._generation = 0
+        """Bumped at every build; a background result older than what is shown is dropped."""
+        self._shown_generation = 0
         self._queue: queue.Queue[object] = queue.Queue(maxsize=QUEUE_MAX)
         self._reader: threading.Thread | None = None
         self._ended = threading.Event()
@@ -418,37 +421,49 @@ class LifescopeApp(App[int]):
             if not self._building:  # one build at a time; the next tick takes the newest
                 self._building = True
                 self._timeline_for_build = self.timeline
+                self._generation += 1
                 threading.Thread(
                     target=self._build_off_thread,
-                    args=(window,),
+                    args=(window, self._generation),
                     name="lifescope-analysis",
                     daemon=True,
                 ).start()
             return
         started = time.perf_counter()
+        self._generation += 1
+        generation = self._generation
         report = analysis.build(window)
         self.slow_builds = time.perf_counter() - started > SLOW_BUILD_S
+        self._shown_generation = generation
         self._show(report)
 
-    def _build_off_thread(self, window: Window) -> None:
+    def _build_off_thread(self, window: Window, generation: int) -> None:
         started = time.perf_counter()
         try:
             result: analysis.Report | BaseException = analysis.build(window)
-        except Exception as exc:  # re-raised on the UI thread, as an inline build would
+        except Exception as exc:  # handed to the UI thread, which fails as an inline build
             result = exc
         elapsed = time.perf_counter() - started
         with contextlib.suppress(RuntimeError):  # the app closed while we built
-            self.call_from_thread(self._built, result, elapsed)
+            self.call_from_thread(self._built, result, elapsed, generation)
 
-    def _built(self, result: analysis.Report | BaseException, elapsed: float) -> None:
+    def _built(
+        self, result: analysis.Report | BaseException, elapsed: float, generation: int
+    ) -> None:
         self._building = False
         self.slow_builds = elapsed > SLOW_BUILD_S
         if isinstance(result, BaseException):
-            raise result
+            # Raised from a callback of the app's own loop, not here: call_from_thread would
+            # hand it back to the analysis thread, and the panes would freeze silently.
+            self.call_later(_reraise, result)
+            return
         if self.paused and self.player is None:
             return  # paused while it was built: the frozen screen stays
         if self._timeline_for_build is not self.timeline and self.player is None:
             return  # built for the process watched before `w` switched
+        if generation < self._shown_generation:
+            return  # a newer report (a seek, a key) is already on screen
+        self._shown_generation = generation
         self._show(result)
 
     def _show(self, report: analysis.Report) -> None:
@@ -675,6 +690,10 @@ class LifescopeApp(App[int]):
     def on_unmount(self) -> None:
         if self.collector is not None:
             self.collector.stop()
+
+
+def _reraise(exc: BaseException) -> None:
+    raise exc
 
 
 def _share(value: float | None) -> str:
