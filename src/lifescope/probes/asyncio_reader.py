@@ -86,7 +86,10 @@ from lifescope.probes.asyncio_offsets import (
     available_versions,
     load_asyncio_offsets,
 )
-from lifescope.probes.elf import ElfLookupError, PythonBinary, find_python_binary
+from lifescope.probes.elf import (
+    PythonBinary,
+    open_python_binary,
+)
 from lifescope.probes.memory import (
     MemoryReadError,
     ProcessGoneError,
@@ -767,24 +770,9 @@ class AsyncioReader:
         Raises :class:`TasksUnavailable` with a reason and remedy when anything does not
         check out.
         """
-        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-            raise TasksUnavailable(f"invalid pid {pid!r}", "pass the pid of a running process")
-        if not os.path.isdir(f"/proc/{pid}"):
-            raise TasksUnavailable(f"no process with pid {pid}", "check the pid", "gone")
-        try:
-            binary = find_python_binary(pid)
-        except ProcessLookupError as exc:
-            raise TasksUnavailable(f"process {pid} exited", "check the pid", "gone") from exc
-        except PermissionError as exc:
-            raise TasksUnavailable(
-                f"not allowed to read /proc/{pid}/maps",
-                "run lifescope as the target's user or as root (CAP_SYS_PTRACE)",
-                "denied",
-            ) from exc
-        except ElfLookupError as exc:
-            raise TasksUnavailable(
-                str(exc), "attach to a CPython 3.8-3.13 process running asyncio"
-            ) from exc
+        binary = open_python_binary(
+            pid, TasksUnavailable, "attach to a CPython 3.8-3.13 process running asyncio"
+        )
         major, minor = binary.version
         if re.search(r"python\d\.\d+t\b", os.path.basename(binary.path)):
             raise TasksUnavailable(

@@ -27,6 +27,7 @@ import os
 import re
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from elftools.common.exceptions import ELFError
@@ -390,3 +391,27 @@ def _version(image: ElfImage, path: str) -> tuple[tuple[int, int] | None, str | 
     if ro_minor is not None:
         return ro_minor, ro, "rodata"
     return None, None, "unknown"
+
+
+def open_python_binary(
+    pid: object, fail: Callable[[str, str, str], Exception], not_python_remedy: str
+) -> PythonBinary:
+    """`find_python_binary` for a memory reader's attach: a bad pid, a dead process, no
+    permission or no CPython each become `fail(reason, remedy, status)` — the reader's own
+    exception, in the probe vocabulary ("unavailable", "gone", "denied")."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        raise fail(f"invalid pid {pid!r}", "pass the pid of a running process", "unavailable")
+    if not os.path.isdir(f"/proc/{pid}"):
+        raise fail(f"no process with pid {pid}", "check the pid", "gone")
+    try:
+        return find_python_binary(pid)
+    except ProcessLookupError as exc:
+        raise fail(f"process {pid} exited", "check the pid", "gone") from exc
+    except PermissionError as exc:
+        raise fail(
+            f"not allowed to read /proc/{pid}/maps",
+            "run lifescope as the target's user or as root (CAP_SYS_PTRACE)",
+            "denied",
+        ) from exc
+    except ElfLookupError as exc:
+        raise fail(str(exc), not_python_remedy, "unavailable") from exc

@@ -42,7 +42,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from lifescope.probes.elf import ElfLookupError, PythonBinary, find_python_binary
+from lifescope.probes.elf import (
+    PythonBinary,
+    open_python_binary,
+)
 from lifescope.probes.memory import (
     MemoryReadError,
     PreparedRead,
@@ -181,24 +184,9 @@ class GilReader:
 
         Raises :class:`GilUnavailable` when anything does not check out.
         """
-        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-            raise GilUnavailable(f"invalid pid {pid!r}", "pass the pid of a running process")
-        if not os.path.isdir(f"/proc/{pid}"):
-            raise GilUnavailable(f"no process with pid {pid}", "check the pid", "gone")
-        try:
-            binary = find_python_binary(pid)
-        except ProcessLookupError as exc:
-            raise GilUnavailable(f"process {pid} exited", "check the pid", "gone") from exc
-        except PermissionError as exc:
-            raise GilUnavailable(
-                f"not allowed to read /proc/{pid}/maps",
-                "run lifescope as the target's user or as root (CAP_SYS_PTRACE)",
-                "denied",
-            ) from exc
-        except ElfLookupError as exc:
-            raise GilUnavailable(
-                str(exc), "attach to a CPython 3.8-3.13 process (or its worker processes)"
-            ) from exc
+        binary = open_python_binary(
+            pid, GilUnavailable, "attach to a CPython 3.8-3.13 process (or its worker processes)"
+        )
         major, minor = binary.version
         table = load_offsets(major, minor)
         if table is None:
