@@ -321,9 +321,9 @@ class LifescopeApp(App[int]):
         self.processes_seen: tuple[ProcessView, ...] = ()
         """The pre-fork server's processes as last seen while watching its master."""
         self._building = False
-        self._timeline_for_build: Timeline | None = None
         self._generation = 0
-        """Bumped at every build; a background result older than what is shown is dropped."""
+        """Bumped at every build and target switch; a background result older than what is
+        shown (or built for the process watched before `w`) is dropped."""
         self._shown_generation = 0
         self._queue: queue.Queue[object] = queue.Queue(maxsize=QUEUE_MAX)
         self._reader: threading.Thread | None = None
@@ -420,7 +420,6 @@ class LifescopeApp(App[int]):
             self._render_header(self.last_report)  # the state line follows keys at once
             if not self._building:  # one build at a time; the next tick takes the newest
                 self._building = True
-                self._timeline_for_build = self.timeline
                 self._generation += 1
                 threading.Thread(
                     target=self._build_off_thread,
@@ -459,8 +458,6 @@ class LifescopeApp(App[int]):
             return
         if self.paused and self.player is None:
             return  # paused while it was built: the frozen screen stays
-        if self._timeline_for_build is not self.timeline and self.player is None:
-            return  # built for the process watched before `w` switched
         if generation < self._shown_generation:
             return  # a newer report (a seek, a key) is already on screen
         self._shown_generation = generation
@@ -605,6 +602,8 @@ class LifescopeApp(App[int]):
         while not self._queue.empty():
             self._queue.get_nowait()
         self.pid = pid
+        self._generation += 1
+        self._shown_generation = self._generation  # drops a build still running for the old one
         self.timeline = Timeline(horizon_s=LIVE_HORIZON_S)
         self.failure = None
         self._ended.clear()
