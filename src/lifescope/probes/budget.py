@@ -114,5 +114,12 @@ class Budget:
         return self.scale
 
 
+def rate_within(per_second: float, items: int, low_hz: float, high_hz: float) -> float:
+    """The rate at which `items` things read each pass cost `per_second` reads a second,
+    kept between `low_hz` and `high_hz` (a requested maximum below the floor wins). The
+    threads, stacks and sockets probes each pace themselves by one of these budgets."""
+    return max(min(low_hz, high_hz), min(high_hz, per_second / max(1, items)))
+
+
 FULL = Budget(enabled=False)
 """The budget of a probe no collector manages (tests, benchmarks): always full rate."""

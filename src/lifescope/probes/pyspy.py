@@ -33,6 +33,7 @@ from typing import Any
 
 from lifescope.analysis.frames import innermost_app, label
 from lifescope.probes.base import Emit, Probe
+from lifescope.probes.budget import rate_within
 from lifescope.samples import Frame, GilOwnership, StackSpan, StacksWindow
 from lifescope.target import Target
 
@@ -49,8 +50,8 @@ MIN_STACKS_HZ = 10
 
 
 def stacks_rate_for(thread_count: int, max_hz: int = MAX_STACKS_HZ) -> int:
-    budget = STACKS_PER_SECOND // max(1, thread_count)
-    return max(min(MIN_STACKS_HZ, max_hz), min(max_hz, budget))
+    # py-spy takes a whole number of samples a second
+    return int(rate_within(STACKS_PER_SECOND, thread_count, MIN_STACKS_HZ, max_hz))
 
 
 def thread_count(pid: int) -> int:

@@ -16,6 +16,7 @@ import time
 
 from lifescope.probes import procnet
 from lifescope.probes.base import Emit, Probe
+from lifescope.probes.budget import rate_within
 from lifescope.probes.netlink_diag import SockDiag, TcpSocket
 from lifescope.samples import Socket, SocketsSample
 from lifescope.target import Target
@@ -31,7 +32,7 @@ MIN_HZ = 0.5
 
 
 def rate_for(rows: int, max_hz: float) -> float:
-    return max(min(MIN_HZ, max_hz), min(max_hz, ROWS_PER_SECOND / max(1, rows)))
+    return rate_within(ROWS_PER_SECOND, rows, MIN_HZ, max_hz)
 
 
 class SocketsProbe(Probe):

@@ -15,6 +15,7 @@ import os
 import time
 
 from lifescope.probes.base import Emit, Probe
+from lifescope.probes.budget import rate_within
 from lifescope.samples import ThreadsSample, ThreadStat
 from lifescope.target import Target
 
@@ -27,7 +28,7 @@ SHED_MIN_HZ = 5.0
 
 
 def rate_for(thread_count: int) -> float:
-    return max(MIN_HZ, min(MAX_HZ, READS_PER_SECOND / max(1, thread_count)))
+    return rate_within(READS_PER_SECOND, thread_count, MIN_HZ, MAX_HZ)
 
 
 def parse_stat(raw: bytes) -> tuple[str, str, int]:
