@@ -1,12 +1,13 @@
 """Shared fixtures: real target processes, always stopped by pid.
 
-Targets run with this interpreter's real executable (not a pyenv shim, whose pid would be a
-shell), so the pid a test attaches to is the Python process itself.
+Targets run with ``sys.executable`` exactly as this interpreter was started: in a virtualenv that
+is the venv's ``python`` symlink, which execs the base interpreter directly (so the pid a test
+attaches to is the Python process itself) but still finds the venv's site-packages. Resolving the
+symlink (``os.path.realpath``) would start the base interpreter, where lifescope is not installed.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from hypothesis import HealthCheck, settings
 
 from lifescope.demo.children import DemoServer, LoadGen, start_demo_server, start_load
 
-PYTHON = os.path.realpath(sys.executable)
+PYTHON = sys.executable
 
 # Property tests check what parsers do with odd input, not how fast: no per-example deadline
 # and no "generation is slow" failure, which a busy CI machine triggered (seen: 1.4 s to draw
