@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -246,8 +248,10 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
+    from lifescope import lifecycle
     from lifescope.ui.app import LifescopeApp
 
+    lifecycle.arm_parent_death()  # served by `demo --web`: end with the server that started us
     pid = _target_or_exit(args.pid)
     app = LifescopeApp(
         pid, record=args.record, http_lines=args.http_lines, full_rate=args.full_rate
@@ -365,9 +369,26 @@ def _serve_web(pid: int, port: int) -> int:
             "lifescope: --web needs textual-serve — pip install 'lifescope[web]'", file=sys.stderr
         )
         return 1
-    command = f"{sys.executable} -m lifescope attach {pid}"
+    from lifescope import lifecycle
+
+    # Each visitor's `attach` is our direct child (`exec` replaces the shell textual-serve puts
+    # in between) and dies with us, even when we are killed; it stops its own collector.
+    os.environ[lifecycle.PARENT_PID_ENV] = str(os.getpid())
+    command = f"exec {shlex.quote(sys.executable)} -m lifescope attach {pid}"
+
+    class WebServer(Server):  # type: ignore[misc]
+        def request_exit(self) -> None:
+            # textual-serve alone waits for every open browser tab to leave (up to a minute):
+            # end the visitors' processes first, so their websockets close and it can stop.
+            if not lifecycle.begin_exit(0):
+                os._exit(130)
+            super().request_exit()
+
+    server = WebServer(command, host="localhost", port=port, title="lifescope demo")
+    # serve() takes SIGINT and SIGTERM; a closed terminal's SIGHUP must end us the same way.
+    lifecycle.exit_on_signals(lambda _code: server.request_exit())
     print(f"lifescope: open http://localhost:{port} (Ctrl+C to stop)", file=sys.stderr)
-    Server(command, host="localhost", port=port, title="lifescope demo").serve()
+    server.serve()
     return 0
 
 

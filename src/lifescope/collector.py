@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
-from lifescope import __version__, stream
+from lifescope import __version__, lifecycle, stream
 from lifescope.probes.base import Emit, Probe
 from lifescope.probes.budget import Budget
 from lifescope.probes.gil import GilProbe
@@ -256,14 +256,6 @@ def open_recording(path: str) -> BinaryIO:
     return gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6)  # type: ignore[return-value]
 
 
-def _die_with_parent() -> None:
-    """If the UI dies without closing the pipe, the kernel sends us SIGTERM."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lifescope.collector",
@@ -341,7 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"lifescope: metrics on http://{bound[0]}:{bound[1]}/metrics", file=sys.stderr,
               flush=True)  # fmt: skip
-    _die_with_parent()
+    # Started by a UI (attach, snapshot): die with it, even if it is SIGKILLed. Run on its own
+    # (`record`, or by hand under nohup) it keeps running when its shell goes away.
+    lifecycle.arm_parent_death()
     outs: list[BinaryIO] = []
     try:
         if args.output is None and exporter is not None:

@@ -1,8 +1,9 @@
 """The UI side of the pipe: start a collector process and read its sample stream.
 
 Used by `attach` (live, in a reader thread) and `snapshot` (headless, until the collector
-ends). The collector is our child: it is stopped by pid when the session ends, and it also
-asks the kernel to SIGTERM it if we die first, so no sampler outlives the tool.
+ends). The collector is our child: it is stopped by pid when the session ends or a signal
+arrives (`lifecycle`), and it asks the kernel to SIGTERM it if we die first, so no sampler
+outlives the tool.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import IO
 
-from lifescope import stream
+from lifescope import lifecycle, stream
 from lifescope.timeline import Timeline
 
 
@@ -53,9 +54,11 @@ class CollectorProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
+            env=lifecycle.child_env(die_with_parent=True),
             start_new_session=True,  # a Ctrl-C in the terminal reaches us, not it directly
         )
         self.pid = self.proc.pid
+        lifecycle.track(self.proc)
 
     def samples(self) -> Iterator[object]:
         """Every sample until the collector ends; raises CollectorFailed if it never began."""
@@ -84,6 +87,7 @@ class CollectorProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        lifecycle.untrack(self.proc)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self._stderr.close()

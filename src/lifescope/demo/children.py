@@ -4,7 +4,8 @@
 observes from outside; an in-process target would share our GIL and our /proc entry). Orphaned
 demo servers are the failure that matters here: a wedged pathology server left on a laptop or a CI
 box keeps burning CPU. So every child is stopped by pid (SIGTERM, then SIGKILL), reaped, stopped
-again at interpreter exit if the caller forgot, and asked to die with its parent if we crash.
+again at interpreter exit or on a signal if the caller forgot (`lifescope.lifecycle`), and asked
+to die with its parent if we crash.
 
 Both children also take live toggles over a small loopback HTTP control endpoint (the protocol
 is in ``lifescope.demo.toggles``): ``DemoServer.set_toggle``/``LoadGen.set_mode`` change one,
@@ -15,11 +16,8 @@ Stdlib only: the server and load generator import helpers from here, and they mu
 
 from __future__ import annotations
 
-import atexit
 import collections
 import contextlib
-import ctypes
-import ctypes.util
 import ipaddress
 import json
 import math
@@ -36,12 +34,9 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlencode, urlsplit
 from urllib.request import ProxyHandler, Request, build_opener
 
+from lifescope import lifecycle
 from lifescope.demo.toggles import CONTROL_PATH
 
-PARENT_PID_ENV = "LIFESCOPE_DEMO_PARENT_PID"
-"""Set by this module in a child's environment; the child arms PR_SET_PDEATHSIG when it sees it."""
-
-_PR_SET_PDEATHSIG = 1
 _STOP_GRACE_S = 3.0
 _TAIL_LINES = 200
 
@@ -84,33 +79,6 @@ def check_loopback_url(url: str) -> str:
             f"refusing non-loopback URL {url!r}: host {host!r} is not one of {LOOPBACK_HELP}"
         )
     return host
-
-
-# ------------------------------------------------------------------------- parent-death signal
-
-
-def arm_parent_death_signal(sig: int = signal.SIGTERM) -> None:
-    """Called by a child at startup: ask the kernel to send ``sig`` when our spawner goes away.
-
-    Done in the child after exec (keyed on an environment variable) instead of in a
-    ``preexec_fn``: preexec_fn runs between fork and exec, which is unsafe when the parent has
-    threads — and a Textual app always does. The parent pid is compared afterwards to close the
-    race where the parent died before the prctl took effect.
-
-    Caveat (Linux semantics): the signal fires when the *thread* that spawned us exits, not only
-    the process. Spawn from a long-lived thread (normally the main one).
-    """
-    raw = os.environ.pop(PARENT_PID_ENV, None)  # pop: grandchildren must not inherit it
-    if raw is None or not sys.platform.startswith("linux"):
-        return
-    try:
-        expected_parent = int(raw)
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    except (ValueError, OSError, AttributeError):
-        return
-    if os.getppid() != expected_parent:
-        raise SystemExit(0)
 
 
 # -------------------------------------------------------------------------------- pipe draining
@@ -159,20 +127,6 @@ class _PipeDrain(threading.Thread):
 
 
 # --------------------------------------------------------------------------------- child handle
-
-
-# Strong references on purpose: a handle the caller dropped must still be stopped at exit.
-_live_children: set[_Child] = set()
-_live_lock = threading.Lock()
-
-
-@atexit.register
-def _stop_all_children() -> None:
-    """Last line of defence: a caller that forgot ``stop()`` must not leave a demo running."""
-    with _live_lock:
-        children = list(_live_children)
-    for child in children:
-        child.stop()
 
 
 class ControlError(RuntimeError):
@@ -234,8 +188,8 @@ class _Child:
         self._stderr = _PipeDrain(proc.stderr, f"{label}-stderr-{proc.pid}")
         self._stdout.start()
         self._stderr.start()
-        with _live_lock:
-            _live_children.add(self)
+        # A handle the caller dropped is still stopped at exit, and on a signal (lifecycle).
+        lifecycle.track(proc)
 
     @property
     def returncode(self) -> int | None:
@@ -271,8 +225,7 @@ class _Child:
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     self.proc.wait()
-            with _live_lock:
-                _live_children.discard(self)
+            lifecycle.untrack(self.proc)
             self._join_drains()
             assert self.proc.returncode is not None
             return self.proc.returncode
@@ -436,10 +389,7 @@ def _toggle_values(state: Mapping[str, object]) -> dict[str, float]:
 
 
 def _child_env(python: str, die_with_parent: bool) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop(PARENT_PID_ENV, None)
-    if die_with_parent:
-        env[PARENT_PID_ENV] = str(os.getpid())
+    env = lifecycle.child_env(die_with_parent)
     if os.path.realpath(python) != os.path.realpath(sys.executable):
         # Another interpreter (e.g. a different CPython to attach to) may not have lifescope
         # installed. Point it at our source tree — but never at our site-packages, whose compiled

@@ -38,9 +38,10 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from aiohttp import web
 
-from lifescope.demo.children import arm_parent_death_signal, check_loopback_url
+from lifescope.demo.children import check_loopback_url
 from lifescope.demo.control import control_refusal
 from lifescope.demo.toggles import CONTROL_PATH, LOAD_MODES
+from lifescope.lifecycle import arm_parent_death
 
 DEFAULT_RATE = 50.0
 DEFAULT_CONCURRENCY = 8
@@ -714,7 +715,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"lifescope.demo.load: {exc}", file=sys.stderr)
         return 2
-    arm_parent_death_signal()
+    arm_parent_death()
     result = asyncio.run(_main_async(args))
     print(result.summary_line(), flush=True)
     return 0

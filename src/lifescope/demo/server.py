@@ -42,9 +42,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from lifescope.demo.children import arm_parent_death_signal, is_loopback_host
+from lifescope.demo.children import is_loopback_host
 from lifescope.demo.control import control_refusal
 from lifescope.demo.toggles import BLOCK_LOOP_SLEEP_S, CONTROL_PATH, SERVER_TOGGLES
+from lifescope.lifecycle import arm_parent_death
 
 if TYPE_CHECKING:
     # Aliases only under TYPE_CHECKING: subscripting collections.abc at runtime needs 3.9+.
@@ -682,7 +683,7 @@ def _bound_port(runner: web.AppRunner, requested: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    arm_parent_death_signal()
+    arm_parent_death()
     # The loop runs in the main thread; say so in thread listings instead of "MainThread".
     threading.current_thread().name = "event-loop"
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Digits, Footer, Static
 
-from lifescope import __version__
+from lifescope import __version__, lifecycle
 from lifescope.analysis import narration
 from lifescope.analysis import report as analysis
 from lifescope.analysis.frames import kind as frame_kind
@@ -328,6 +327,7 @@ class LifescopeApp(App[int]):
         self._queue: queue.Queue[object] = queue.Queue(maxsize=QUEUE_MAX)
         self._reader: threading.Thread | None = None
         self._ended = threading.Event()
+        self._restore_signals: Callable[[], None] | None = None
         self.dropped = 0
 
     def compose(self) -> ComposeResult:
@@ -341,12 +341,13 @@ class LifescopeApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
-        # SIGTERM/SIGHUP (a closed SSH session) end the app the normal way, so on_unmount
-        # stops the collector and the demo's children by pid instead of orphaning them.
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, self.exit, 0)
+        if not self.is_headless:
+            # SIGTERM, SIGHUP (a closed SSH session or terminal), SIGINT: children are stopped
+            # at once and the app exits, by force if its terminal is gone (see lifecycle).
+            loop = asyncio.get_running_loop()
+            self._restore_signals = lifecycle.exit_on_signals(
+                lambda code: loop.call_soon_threadsafe(self.exit, code)
+            )
         self.set_class(self.size.width < 100, "narrow")
         self._start_source()
         self.set_interval(REFRESH_S, self._tick)
@@ -689,6 +690,8 @@ class LifescopeApp(App[int]):
     def on_unmount(self) -> None:
         if self.collector is not None:
             self.collector.stop()
+        if self._restore_signals is not None:
+            self._restore_signals()
 
 
 def _reraise(exc: BaseException) -> None:
