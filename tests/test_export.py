@@ -417,4 +417,4 @@ def test_cli_export(recording: Recording, tmp_path: Path) -> None:
     assert doc["profiles"][0]["startValue"] == pytest.approx(start, abs=1e-6)
 
     done = lifescope("export", recording.path, "--seconds", "0", "-o", str(flame))
-    assert done.returncode == 2 and b"--seconds must be positive" in done.stderr
+    assert done.returncode == 2 and b"--seconds: must be positive" in done.stderr

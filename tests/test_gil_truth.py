@@ -12,6 +12,7 @@ import time
 import pytest
 
 from lifescope.analysis import report
+from lifescope.options import CollectorOptions
 from lifescope.session import collect
 from lifescope.timeline import Timeline
 from tests.conftest import PYTHON
@@ -284,7 +285,7 @@ def test_memory_probe_agrees_with_pyspy_owns_gil(python_target) -> None:  # type
     from lifescope.timeline import Timeline
 
     proc = python_target(TWO_CPU_THREADS)
-    collector = CollectorProcess(proc.pid, probes=("gil", "threads"))
+    collector = CollectorProcess(proc.pid, CollectorOptions(probes=("gil", "threads")))
     timeline = Timeline()
     reader = threading.Thread(target=lambda: [timeline.add(s) for s in collector.samples()])
     reader.start()

@@ -16,6 +16,7 @@ from textual.widgets import DataTable
 
 from lifescope.analysis import report
 from lifescope.demo.children import DemoServer, LoadGen
+from lifescope.options import CollectorOptions
 from lifescope.recording import RecordingError, load
 from lifescope.replay import Player
 from lifescope.session import CollectorProcess
@@ -68,7 +69,7 @@ def test_replay_matches_the_live_session(
     """What was shown live for a window is what the recording shows for the same window."""
     server, _ = loaded_demo
     path = tmp_path / "live.lsr"
-    collector = CollectorProcess(server.pid, seconds=4, record=str(path))
+    collector = CollectorProcess(server.pid, CollectorOptions(seconds=4, record=str(path)))
     live = Timeline()
     for sample in collector.samples():
         live.add(sample)

@@ -12,17 +12,24 @@ import json
 import os
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 
-from lifescope import __version__
-from lifescope.target import TargetError, parse_pid, resolve
+from lifescope import __version__, outputs
+from lifescope.options import CollectorOptions
+from lifescope.target import Target, TargetError, parse_pid, resolve
 
 
 def _add_version(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"lifescope {__version__}")
 
 
-def _parser() -> argparse.ArgumentParser:
+PID_HELP = "process id of a CPython 3.8–3.13 process"
+SAMPLING = ("probes", "http_lines", "full_rate", "keep_command_line")
+"""Options every live subcommand takes (attach, snapshot, record)."""
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="lifescope",
         description="Watch a running Python server's requests, threads, event loop, GIL and "
@@ -30,30 +37,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subs: dict[str, argparse.ArgumentParser] = {}
 
-    attach = sub.add_parser("attach", help="open the live UI on a running Python process")
-    attach.add_argument("pid", help="process id of a CPython 3.8–3.13 process")
-    attach.add_argument("--record", metavar="FILE", help="also record the session to FILE")
-    attach.add_argument(
-        "--http-lines",
-        action="store_true",
-        help="keep HTTP/1.x request/status lines from packets (opt-in)",
-    )
-    attach.add_argument(
-        "--full-rate",
-        action="store_true",
-        help="never slow sampling down, even while the machine is saturated",
-    )
-    _add_version(attach)
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        subs[name] = sub.add_parser(name, help=help)
+        _add_version(subs[name])
+        return subs[name]
 
-    snap = sub.add_parser("snapshot", help="sample headless for N seconds and print a report")
-    snap.add_argument("pid", nargs="?", help="process id of a CPython 3.8–3.13 process")
-    snap.add_argument(
-        "--seconds",
-        type=float,
-        default=None,
-        help="how long to sample (default 3); with --from, the window length",
-    )
+    attach = command("attach", "open the live UI on a running Python process")
+    attach.add_argument("pid", help=PID_HELP)
+    CollectorOptions.add_arguments(attach, ("record", "force", *SAMPLING))
+
+    snap = command("snapshot", "sample headless for N seconds and print a report")
+    snap.add_argument("pid", nargs="?", help=PID_HELP)
     snap.add_argument("--json", action="store_true", help="print lifescope.snapshot/1 JSON")
     snap.add_argument(
         "--from",
@@ -68,57 +64,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="T",
         help="with --from: end of the window, seconds from the recording's start",
     )
-    snap.add_argument(
-        "--http-lines",
-        action="store_true",
-        help="keep HTTP/1.x request/status lines from packets (opt-in)",
-    )
-    snap.add_argument(
-        "--full-rate",
-        action="store_true",
-        help="never slow sampling down, even while the machine is saturated",
-    )
-    _add_version(snap)
+    CollectorOptions.add_arguments(snap, ("seconds", "output", "force", *SAMPLING))
 
-    record = sub.add_parser(
-        "record",
-        help="record a session headless to a file (mode 0600), and/or serve it as metrics",
+    record = command(
+        "record", "record a session headless to a file (mode 0600), and/or serve it as metrics"
     )
-    record.add_argument("pid", help="process id of a CPython 3.8–3.13 process")
-    record.add_argument("-o", "--output", metavar="FILE", help="the recording to write")
-    record.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
-    record.add_argument(
-        "--http-lines",
-        action="store_true",
-        help="keep HTTP/1.x request/status lines from packets (opt-in)",
-    )
-    record.add_argument(
-        "--full-rate",
-        action="store_true",
-        help="never slow sampling down, even while the machine is saturated",
-    )
-    record.add_argument(
-        "--prometheus",
-        metavar="HOST:PORT",
-        help="serve the headline numbers as Prometheus metrics (loopback only unless "
-        "--prometheus-allow-remote); -o becomes optional",
-    )
-    record.add_argument(
-        "--prometheus-allow-remote",
-        action="store_true",
-        help="allow --prometheus on a non-loopback address",
-    )
-    record.add_argument(
-        "--prometheus-window",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="window each scrape reports on (default 10)",
-    )
-    _add_version(record)
+    record.add_argument("pid", help=PID_HELP)
+    CollectorOptions.add_arguments(
+        record,
+        ("output", "seconds", "force", *SAMPLING, "prometheus", "prometheus_allow_remote",
+         "prometheus_window"),
+    )  # fmt: skip
 
-    exp = sub.add_parser(
-        "export", help="write a recording as speedscope, Chrome trace (Perfetto) or snapshot JSON"
+    exp = command(
+        "export", "write a recording as speedscope, Chrome trace (Perfetto) or snapshot JSON"
     )
     exp.add_argument("file", help="a file written by `lifescope record` or `attach --record`")
     exp.add_argument(
@@ -128,25 +87,18 @@ def _parser() -> argparse.ArgumentParser:
         help="speedscope (speedscope.app), chrome (ui.perfetto.dev, chrome://tracing) or "
         "snapshot (lifescope.snapshot/1); default speedscope",
     )
-    exp.add_argument("-o", "--output", required=True, metavar="FILE", help="written mode 0600")
-    exp.add_argument(
-        "--at",
-        type=float,
-        default=None,
-        metavar="T",
-        help="end of the exported window, seconds from the recording's start (default: its end)",
-    )
-    exp.add_argument(
-        "--seconds", type=float, default=None, help="length of the window (default: all of it)"
-    )
-    _add_version(exp)
+    exp.add_argument("--at", type=float, default=None, metavar="T",
+                     help="end of the exported window, seconds from the recording's start "
+                     "(default: its end)")  # fmt: skip
+    CollectorOptions.add_arguments(exp, ("seconds", "force"))
+    exp.add_argument("-o", "--output", required=True, metavar="FILE",
+                     help="the file to write (created 0600; - for stdout)")  # fmt: skip
 
-    replay = sub.add_parser("replay", help="open the UI on a recording")
+    replay = command("replay", "open the UI on a recording")
     replay.add_argument("file", help="a file written by `lifescope record` or `attach --record`")
     replay.add_argument("--speed", type=float, default=1.0, help="0.25–8 (default 1)")
-    _add_version(replay)
 
-    demo = sub.add_parser("demo", help="start the bundled demo server and load, and watch them")
+    demo = command("demo", "start the bundled demo server and load, and watch them")
     demo.add_argument("--rate", type=float, default=40.0, help="load requests per second")
     demo.add_argument("--concurrency", type=int, default=8, help="load concurrency cap")
     demo.add_argument("--duration", type=float, default=3600.0, help="load duration cap (s)")
@@ -172,17 +124,15 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="serve the UI to a browser on localhost:PORT (default 8000) via textual-serve",
     )
-    _add_version(demo)
 
-    doctor = sub.add_parser("doctor", help="check permissions and tools, with remedies")
+    doctor = command("doctor", "check permissions and tools, with remedies")
     doctor.add_argument("pid", nargs="?", help="also check this process")
-    _add_version(doctor)
-    return parser
+    return parser, subs
 
 
-def _target_or_exit(text: str) -> int:
+def _target_or_exit(text: str, command: str) -> Target:
     try:
-        return resolve(parse_pid(text)).pid
+        return resolve(parse_pid(text, command))
     except TargetError as exc:
         print(exc.line(), file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
@@ -205,11 +155,8 @@ def _load_recording(path: str):  # type: ignore[no-untyped-def]
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from lifescope.analysis import report
-    from lifescope.session import CollectorFailed, collect
+    from lifescope.session import CollectorFailed, gather
 
-    if args.seconds is not None and args.seconds <= 0:
-        print("lifescope: --seconds must be positive — e.g. --seconds 3", file=sys.stderr)
-        return 2
     if args.source is not None:
         from lifescope.replay import Player
 
@@ -217,6 +164,11 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
             print("lifescope: give a pid or --from FILE, not both — drop one", file=sys.stderr)
             return 2
         player = Player(_load_recording(args.source))
+        length = player.end - player.start
+        if args.at is not None and not 0 < args.at <= length:
+            print(f"lifescope: --at {args.at:g} is outside {args.source}, which is "
+                  f"{length:.1f} s long — pick 0 < T ≤ {length:.1f}", file=sys.stderr)  # fmt: skip
+            return 2
         end = player.end if args.at is None else player.start + args.at
         player.seek(end)
         window = player.timeline.window(args.seconds, end=player.position)
@@ -230,20 +182,26 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         if args.at is not None:
             print("lifescope: --at needs --from FILE", file=sys.stderr)
             return 2
-        pid = _target_or_exit(args.pid)
+        target = _target_or_exit(args.pid, "snapshot")
+        # The report goes to -o; the collector's stream only to us.
+        options = CollectorOptions.from_namespace(
+            args, output=None, force=False, seconds=args.seconds or 3.0
+        )
         try:
-            timeline = collect(
-                pid, args.seconds or 3.0, http_lines=args.http_lines, full_rate=args.full_rate
-            )
-        except CollectorFailed as exc:
+            outputs.check(args.output or outputs.STDOUT, args.force)  # refuse before sampling
+            timeline = gather(target.pid, options)
+        except (CollectorFailed, outputs.OutputError) as exc:
             print(f"lifescope: {exc}", file=sys.stderr)
             return 1
         window = timeline.window()
     result = report.build(window)
-    if args.json:
-        print(json.dumps(report.to_json(result), indent=2))
-    else:
-        print(report.to_text(result))
+    text = json.dumps(report.to_json(result), indent=2) if args.json else report.to_text(result)
+    try:
+        with outputs.open_atomic(args.output or outputs.STDOUT, args.force) as out:
+            out.write(text.encode() + b"\n")
+    except outputs.OutputError as exc:
+        print(f"lifescope: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -252,10 +210,15 @@ def cmd_attach(args: argparse.Namespace) -> int:
     from lifescope.ui.app import LifescopeApp
 
     lifecycle.arm_parent_death()  # served by `demo --web`: end with the server that started us
-    pid = _target_or_exit(args.pid)
-    app = LifescopeApp(
-        pid, record=args.record, http_lines=args.http_lines, full_rate=args.full_rate
-    )
+    target = _target_or_exit(args.pid, "attach")
+    options = CollectorOptions.from_namespace(args)
+    if options.record is not None:
+        try:
+            outputs.check(options.record, options.force)  # refuse before the screen changes
+        except outputs.OutputError as exc:
+            print(f"lifescope: {exc}", file=sys.stderr)
+            return 1
+    app = LifescopeApp(target.pid, options=options)
     app.run()
     return app.return_code or 0
 
@@ -269,43 +232,40 @@ def cmd_record(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    pid = _target_or_exit(args.pid)
-    argv = [str(pid)]
-    if args.output is not None:
-        argv += ["--output", args.output]
-    if args.prometheus is not None:
-        argv += ["--prometheus", args.prometheus]
-    if args.prometheus_allow_remote:
-        argv.append("--prometheus-allow-remote")
-    if args.prometheus_window is not None:
-        argv += ["--prometheus-window", str(args.prometheus_window)]
-    if args.http_lines:
-        argv.append("--http-lines")
-    if args.full_rate:
-        argv.append("--full-rate")
-    if args.seconds is not None:
-        argv += ["--seconds", str(args.seconds)]
-    return collector.main(argv)
+    target = _target_or_exit(args.pid, "record")
+    started = time.monotonic()
+    code = collector.run(target, CollectorOptions.from_namespace(args))
+    if code == 0 and args.output not in (None, outputs.STDOUT):
+        size = os.path.getsize(args.output)
+        print(f"lifescope: recorded {time.monotonic() - started:.1f} s of pid {target.pid} to "
+              f"{args.output} ({size:,} bytes)", file=sys.stderr)  # fmt: skip
+    return code
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from lifescope import export
 
-    if args.seconds is not None and args.seconds <= 0:
-        print("lifescope: --seconds must be positive — e.g. --seconds 10", file=sys.stderr)
-        return 2
     recording = _load_recording(args.file)
+    length = recording.end - recording.start
+    if args.at is not None and not 0 < args.at <= length:
+        print(f"lifescope: --at {args.at:g} is outside {args.file}, which is {length:.1f} s "
+              f"long — pick 0 < T ≤ {length:.1f}", file=sys.stderr)  # fmt: skip
+        return 2
     end = None if args.at is None else recording.start + args.at
     start = None
     if args.seconds is not None:
         start = (recording.end if end is None else end) - args.seconds
     try:
-        size = export.write(args.output, args.format, recording, start=start, end=end)
+        size = export.write(args.output, args.format, recording, start=start, end=end,
+                            force=args.force)  # fmt: skip
+    except outputs.OutputError as exc:
+        print(f"lifescope: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"lifescope: cannot write {args.output}: {exc.strerror} — choose a writable path",
               file=sys.stderr)  # fmt: skip
         return 1
-    print(f"lifescope: wrote {args.output} ({args.format}, {size} bytes)", file=sys.stderr)
+    print(f"lifescope: wrote {args.output} ({args.format}, {size:,} bytes)", file=sys.stderr)
     return 0
 
 
@@ -398,7 +358,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     pid = None
     if args.pid is not None:
         try:
-            pid = parse_pid(args.pid)
+            pid = parse_pid(args.pid, "doctor")
         except TargetError as exc:
             print(exc.line(), file=sys.stderr)
             return exc.exit_code
@@ -409,8 +369,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    parser, subs = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # say it with the subcommand's usage, not the top level's
+        (subs.get(args.command) or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     commands = {
         "attach": cmd_attach,
         "snapshot": cmd_snapshot,
@@ -427,6 +389,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands[args.command](args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `lifescope snapshot PID | head`: the reader left; that is not an error of ours.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gzip
 import os
 import queue
@@ -24,7 +25,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
-from lifescope import __version__, lifecycle, stream
+from lifescope import __version__, lifecycle, outputs, redact, stream
+from lifescope.options import DEFAULTS, PROBES, CollectorOptions
 from lifescope.probes.base import Emit, Probe
 from lifescope.probes.budget import Budget
 from lifescope.probes.gil import GilProbe
@@ -40,7 +42,6 @@ from lifescope.target import Target, TargetError, parse_pid, python_children, re
 if TYPE_CHECKING:
     from lifescope.prometheus import MetricsExporter
 
-PROBES = ("gil", "threads", "stacks", "dump", "sockets", "packets", "tasks", "workers")
 QUEUE_MAX = 20_000
 """Samples waiting for the writer; ~10 s of every probe at defaults."""
 FLUSH_EVERY_S = 0.1
@@ -90,18 +91,17 @@ class Collector:
         self,
         target: Target,
         out: BinaryIO,
-        probes: Sequence[str] = PROBES,
-        http_lines: bool = False,
+        options: CollectorOptions = DEFAULTS,
         exporter: MetricsExporter | None = None,
-        full_rate: bool = False,
     ) -> None:
         self.target = target
         self.out = out
+        self.options = options
         self.exporter = exporter
         self._queue: queue.Queue[object] = queue.Queue(maxsize=QUEUE_MAX)
         self.dropped = 0
-        self.probes = build_probes(target, self._offer, probes, http_lines)
-        self.budget = Budget(enabled=not full_rate, pid=target.pid)
+        self.probes = build_probes(target, self._offer, options.probes, options.http_lines)
+        self.budget = Budget(enabled=not options.full_rate, pid=target.pid)
         for probe in self.probes:
             probe.budget = self.budget
         self._stop = threading.Event()
@@ -183,7 +183,7 @@ class Collector:
             schema=stream.SCHEMA,
             pid=t.pid,
             start_ticks=t.start_ticks,
-            command=t.command,
+            command=t.command if self.options.keep_command_line else redact.command_line(t.argv),
             python=t.python,
             executable=t.executable,
             mono_at_start=started,
@@ -241,93 +241,62 @@ def _close(out: BinaryIO) -> None:
             inner.close()
 
 
-def open_recording(path: str) -> BinaryIO:
-    """A recording: the stream, gzip-compressed, created 0600 (it describes a production
-    process; never group/world readable).
+def open_recording(path: str, force: bool = False) -> BinaryIO:
+    """A recording: the stream, gzip-compressed, in a file only lifescope created (mode 0600;
+    see `outputs`: it describes a production process and lifescope often runs as root).
 
     gzip because the stream compresses ~10× (measured: 1.75 MB/min raw, 180 KB/min gzipped
     for the demo server with every probe on). `GzipFile.flush()` is a zlib sync flush, so
     each 100 ms flush leaves a prefix any gzip reader can decode: a recorder killed with
     SIGKILL loses at most the last 100 ms.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # an existing file keeps its mode under O_CREAT; fix it
-    raw = os.fdopen(fd, "wb")
+    raw = outputs.open_stream(path, force)
     return gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6)  # type: ignore[return-value]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m lifescope.collector",
         description="Sample a Python process and write lifescope's sample stream.",
     )
     parser.add_argument("pid")
-    parser.add_argument("--seconds", type=float, default=None)
-    parser.add_argument(
-        "--output",
-        "-o",
-        default=None,
-        help="file to write, or - for stdout (default: stdout; with --prometheus, none)",
-    )
-    parser.add_argument("--record", default=None, help="also save the stream to this file")
-    parser.add_argument(
-        "--http-lines",
-        action="store_true",
-        help="keep the first line of HTTP/1.x requests and responses (opt-in)",
-    )
-    parser.add_argument("--probes", default=",".join(PROBES), help="comma-separated probe names")
-    parser.add_argument(
-        "--full-rate",
-        action="store_true",
-        help="never slow sampling down, even while the machine is saturated",
-    )
-    parser.add_argument(
-        "--prometheus",
-        metavar="HOST:PORT",
-        default=None,
-        help="serve the headline numbers as Prometheus metrics on HOST:PORT (loopback only "
-        "unless --prometheus-allow-remote; PORT alone means 127.0.0.1:PORT)",
-    )
-    parser.add_argument(
-        "--prometheus-allow-remote",
-        action="store_true",
-        help="allow --prometheus on a non-loopback address (the labels carry the command line)",
-    )
-    parser.add_argument(
-        "--prometheus-window",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="the window each scrape reports on (default 10)",
-    )
+    CollectorOptions.add_arguments(parser, [f.name for f in dataclasses.fields(CollectorOptions)])
     parser.add_argument("--version", action="version", version=f"lifescope {__version__}")
-    args = parser.parse_args(argv)
-    names = [n for n in args.probes.split(",") if n]
-    unknown = sorted(set(names) - set(PROBES))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        target = resolve(parse_pid(args.pid))
+    except TargetError as exc:
+        print(exc.line(), file=sys.stderr)
+        return exc.exit_code
+    return run(target, CollectorOptions.from_namespace(args))
+
+
+def run(target: Target, options: CollectorOptions) -> int:
+    """Collect from `target` until done; the in-process entry point (`lifescope record`)."""
+    unknown = options.unknown_probes()
     if unknown:
         print(
             f"lifescope: unknown probe(s) {', '.join(unknown)} — choose from {', '.join(PROBES)}",
             file=sys.stderr,
         )
         return 2
-    try:
-        target = resolve(parse_pid(args.pid))
-    except TargetError as exc:
-        print(exc.line(), file=sys.stderr)
-        return exc.exit_code
     exporter = None
-    if args.prometheus is not None:
+    if options.prometheus is not None:
         from lifescope.prometheus import AddressError, MetricsExporter, check_host, parse_address
 
         try:
-            host, port = parse_address(args.prometheus)
-            check_host(host, args.prometheus_allow_remote)
-            exporter = MetricsExporter(window_s=args.prometheus_window)
+            host, port = parse_address(options.prometheus)
+            check_host(host, options.prometheus_allow_remote)
+            exporter = MetricsExporter(window_s=options.prometheus_window)
         except ValueError as exc:  # AddressError is a ValueError; so is a bad window
             print(f"lifescope: {exc}", file=sys.stderr)
             return 2
         try:
-            bound = exporter.start(host, port, allow_remote=args.prometheus_allow_remote)
+            bound = exporter.start(host, port, allow_remote=options.prometheus_allow_remote)
         except AddressError as exc:
             print(f"lifescope: {exc}", file=sys.stderr)
             return 1
@@ -338,38 +307,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     lifecycle.arm_parent_death()
     outs: list[BinaryIO] = []
     try:
-        if args.output is None and exporter is not None:
-            outs.append(open(os.devnull, "wb"))  # metrics only: no stream to keep
-        elif args.output in (None, "-"):
+        if options.output is None and exporter is not None:
+            outs.append(_Discard())  # metrics only: no stream to keep
+        elif options.output in (None, outputs.STDOUT):
             outs.append(sys.stdout.buffer)
         else:
-            outs.append(open_recording(args.output))
-        if args.record:
-            outs.append(open_recording(args.record))
-    except OSError as exc:
-        print(f"lifescope: cannot write {exc.filename}: {exc.strerror} — choose a writable path",
-              file=sys.stderr)  # fmt: skip
+            outs.append(open_recording(options.output, options.force))
+        if options.record:
+            outs.append(open_recording(options.record, options.force))
+    except outputs.OutputError as exc:
+        print(f"lifescope: {exc}", file=sys.stderr)
+        for out in outs:
+            _close(out)
         if exporter is not None:
             exporter.stop()
         return 1
     out = Tee(*outs) if len(outs) > 1 else outs[0]
-    collector = Collector(
-        target,
-        out,  # type: ignore[arg-type]
-        names,
-        http_lines=args.http_lines,
-        exporter=exporter,
-        full_rate=args.full_rate,
-    )
+    collector = Collector(target, out, options, exporter=exporter)
     signal.signal(signal.SIGTERM, collector.stop)
     signal.signal(signal.SIGINT, collector.stop)
     signal.signal(signal.SIGHUP, collector.stop)
     try:
-        return collector.run(args.seconds)
+        return collector.run(options.seconds)
     finally:
         _close(out)
         if exporter is not None:
             exporter.stop()
+
+
+class _Discard:
+    """A stream nobody keeps (`record --prometheus` without -o): no file is opened at all,
+    not even /dev/null."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lifescope import __version__
+from lifescope import __version__, outputs
 from lifescope.analysis import concurrency, gil, report
 from lifescope.recording import Recording
 from lifescope.samples import (
@@ -508,16 +508,16 @@ def write(
     *,
     start: float | None = None,
     end: float | None = None,
+    force: bool = False,
 ) -> int:
-    """Write `fmt` JSON to `path`, created 0600 like a recording; returns bytes written.
+    """Write `fmt` JSON to `path` through `outputs` (a new file, 0600, complete or absent);
+    returns bytes written.
 
     An export carries the target's command line and code paths, so it gets a recording's
     permissions, not the umask's.
     """
     data = json.dumps(export(source, fmt, start=start, end=end), separators=(",", ":"))
     encoded = data.encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "wb") as out:
+    with outputs.open_atomic(path, force) as out:
         out.write(encoded)
     return len(encoded)

@@ -15,9 +15,10 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from typing import IO
+from typing import IO, Any
 
 from lifescope import lifecycle, stream
+from lifescope.options import DEFAULTS, CollectorOptions
 from lifescope.timeline import Timeline
 
 
@@ -29,24 +30,10 @@ class CollectorProcess:
     def __init__(
         self,
         pid: int,
-        seconds: float | None = None,
-        probes: Sequence[str] | None = None,
+        options: CollectorOptions = DEFAULTS,
         python: str = sys.executable,
-        record: str | None = None,
-        http_lines: bool = False,
-        full_rate: bool = False,
     ) -> None:
-        argv = [python, "-m", "lifescope.collector", str(pid)]
-        if full_rate:
-            argv.append("--full-rate")
-        if record is not None:
-            argv += ["--record", record]
-        if http_lines:
-            argv.append("--http-lines")
-        if seconds is not None:
-            argv += ["--seconds", str(seconds)]
-        if probes:
-            argv += ["--probes", ",".join(probes)]
+        argv = [python, "-m", "lifescope.collector", str(pid), *options.argv()]
         self.argv = argv
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
@@ -94,17 +81,19 @@ class CollectorProcess:
 
 
 def collect(
-    pid: int,
-    seconds: float,
-    probes: Sequence[str] | None = None,
-    http_lines: bool = False,
-    full_rate: bool = False,
+    pid: int, seconds: float, probes: Sequence[str] | None = None, **options: Any
 ) -> Timeline:
-    """Run a collector for `seconds` and return everything it saw (the `snapshot` path)."""
+    """Run a collector for `seconds` and return everything it saw (the `snapshot` path).
+    `options` are `CollectorOptions` fields (``full_rate=True``)."""
+    if probes is not None:
+        options["probes"] = tuple(probes)
+    return gather(pid, CollectorOptions(seconds=seconds, **options))
+
+
+def gather(pid: int, options: CollectorOptions) -> Timeline:
+    """Everything a child collector with `options` (which must end: `seconds`) saw."""
     timeline = Timeline()
-    collector = CollectorProcess(
-        pid, seconds=seconds, probes=probes, http_lines=http_lines, full_rate=full_rate
-    )
+    collector = CollectorProcess(pid, options)
     try:
         for sample in collector.samples():
             timeline.add(sample)

@@ -43,6 +43,8 @@ class Target:
     image: str = ""
     """The program image at attach (`image_of`): an exec keeps the pid and the start time but
     replaces the program, and every address we read with it."""
+    argv: tuple[str, ...] = ()
+    """The command line as its arguments (`command` joins them with spaces)."""
 
     def alive(self) -> bool:
         """True while the very process we attached to still runs the program it ran then
@@ -93,13 +95,13 @@ def image_of(pid: int) -> str:
     return f"{exe}@?"
 
 
-def parse_pid(text: str) -> int:
+def parse_pid(text: str, command: str = "attach") -> int:
     """Accept decimal pids only; anything else is a usage error (exit 2)."""
     text = text.strip()
     if not text.isdigit():
         raise TargetError(
             f"{text!r} is not a process id",
-            "pass a numeric pid, e.g. `lifescope attach $(pgrep -f myserver)`",
+            f"pass a numeric pid, e.g. `lifescope {command} $(pgrep -f myserver)`",
             exit_code=2,
         )
     pid = int(text)
@@ -212,8 +214,9 @@ def resolve(pid: int) -> Target:
             "pass the pid of a Python process (`pgrep -a python`)",
         )
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
-        command = cmdline.decode(errors="replace") or "?"
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        argv = tuple(a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0") if raw)
+        command = " ".join(argv).strip() or "?"
         minor, executable = _python_from_maps(pid)
     except PermissionError as exc:
         raise TargetError(
@@ -244,4 +247,5 @@ def resolve(pid: int) -> Target:
         python=_full_version(pid, minor),
         executable=executable,
         image=image_of(pid),
+        argv=argv,
     )

@@ -12,6 +12,7 @@ import time
 from textual.widgets import DataTable, Static
 
 from lifescope.analysis import report
+from lifescope.options import CollectorOptions
 from lifescope.session import collect
 from lifescope.ui.app import LifescopeApp
 from lifescope.ui.panes import Pane
@@ -146,7 +147,7 @@ def test_a_stopped_pyspy_is_replaced(python_target) -> None:  # type: ignore[no-
     from lifescope.timeline import Timeline
 
     proc = python_target(BUSY)
-    collector = CollectorProcess(proc.pid, probes=("stacks", "threads"))
+    collector = CollectorProcess(proc.pid, CollectorOptions(probes=("stacks", "threads")))
     timeline = Timeline()
     stopped: list[int] = []
     try:

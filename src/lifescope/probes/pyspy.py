@@ -26,12 +26,12 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from lifescope.analysis.frames import innermost_app, label
+from lifescope.outputs import private_directory
 from lifescope.probes.base import Emit, Probe
 from lifescope.probes.budget import rate_within
 from lifescope.samples import Frame, GilOwnership, StackSpan, StacksWindow
@@ -258,7 +258,7 @@ class StacksProbe(Probe):
             )
             return
         backoff = 0.5
-        with tempfile.TemporaryDirectory(prefix="lifescope-") as tmp:
+        with private_directory() as tmp:
             out = os.path.join(tmp, "window.json")
             while not self.stopping:
                 window = self._record(binary, out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import threading
 import time
@@ -25,12 +26,13 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Digits, Footer, Static
 
-from lifescope import __version__, lifecycle
+from lifescope import __version__, lifecycle, outputs
 from lifescope.analysis import narration
 from lifescope.analysis import report as analysis
 from lifescope.analysis.frames import kind as frame_kind
 from lifescope.analysis.frames import label
 from lifescope.analysis.processes import ProcessView
+from lifescope.options import DEFAULTS, CollectorOptions
 from lifescope.replay import Player
 from lifescope.samples import Frame
 from lifescope.session import CollectorFailed, CollectorProcess
@@ -293,17 +295,13 @@ class LifescopeApp(App[int]):
         title_hint: str = "",
         clock: Callable[[], float] = time.time,
         player: Player | None = None,
-        record: str | None = None,
-        http_lines: bool = False,
+        options: CollectorOptions = DEFAULTS,
         stage: Stage | None = None,
-        full_rate: bool = False,
     ) -> None:
         super().__init__()
         self.pid = pid
         self.player = player
-        self.record = record
-        self.http_lines = http_lines
-        self.full_rate = full_rate
+        self.options = options
         self.stage = stage
         self.master_pid: int | None = None
         self._last_tick = time.monotonic()
@@ -361,9 +359,7 @@ class LifescopeApp(App[int]):
             self.timeline = self.player.timeline
             return
         if self._source is None and self.pid is not None:
-            self.collector = CollectorProcess(
-                self.pid, record=self.record, http_lines=self.http_lines, full_rate=self.full_rate
-            )
+            self.collector = CollectorProcess(self.pid, self.options)
             self._source = self.collector.samples
         if self._source is None:
             return
@@ -683,6 +679,31 @@ class LifescopeApp(App[int]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
+
+    def save_screenshot(
+        self, filename: str | None = None, path: str | None = None, time_format: str | None = None
+    ) -> str:
+        """Textual's screenshot (the command palette's "Screenshot"), written like every other
+        output: a new 0600 file, never through a link or over something already there."""
+        stamp = time.strftime(time_format or "%Y-%m-%dT%H_%M_%S")
+        name = filename or f"lifescope_{stamp}.svg"
+        target = os.path.join(path or ".", name)
+        with outputs.open_atomic(target) as out:
+            out.write(self.export_screenshot().encode())
+        return target
+
+    def deliver_screenshot(
+        self, filename: str | None = None, path: str | None = None, time_format: str | None = None
+    ) -> str | None:
+        if self.is_web:
+            return super().deliver_screenshot(filename, path, time_format)  # to the browser
+        try:
+            saved = self.save_screenshot(filename, path, time_format)
+        except (outputs.OutputError, OSError) as exc:
+            self.notify(f"screenshot not saved: {exc}", severity="error")
+            return None
+        self.notify(f"screenshot saved to {saved}")
+        return None
 
     async def action_quit(self) -> None:
         self.exit(0)
