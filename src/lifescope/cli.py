@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from lifescope import __version__, outputs
+from lifescope import __version__, outputs, privsep
 from lifescope.options import CollectorOptions
 from lifescope.target import Target, TargetError, parse_pid, resolve
 
@@ -211,6 +211,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
     lifecycle.arm_parent_death()  # served by `demo --web`: end with the server that started us
     target = _target_or_exit(args.pid, "attach")
+    privsep.separate()  # under sudo: from here on the UI is the invoking user
     options = CollectorOptions.from_namespace(args)
     if options.record is not None:
         try:
@@ -276,6 +277,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not SPEEDS[0] <= args.speed <= SPEEDS[-1]:
         print("lifescope: --speed must be between 0.25 and 8", file=sys.stderr)
         return 2
+    privsep.separate()  # under sudo, a recording is parsed and shown as the invoking user
     player = Player(_load_recording(args.file))
     player.speed = args.speed
     app = LifescopeApp(player=player, title_hint=f"replay of {args.file}")
@@ -287,6 +289,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from lifescope.demo.children import start_demo_server, start_load
     from lifescope.ui.app import LifescopeApp
 
+    privsep.separate()  # under sudo: the UI, demo server and load run as the invoking user
     flags: list[str] = []
     if args.gil_hog:
         flags.append("--gil-hog")

@@ -315,6 +315,9 @@ def run(target: Target, options: CollectorOptions) -> int:
             outs.append(open_recording(options.output, options.force))
         if options.record:
             outs.append(open_recording(options.record, options.force))
+        if options.record_fd is not None:
+            raw = os.fdopen(options.record_fd, "wb")
+            outs.append(gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6))  # type: ignore[arg-type]
     except outputs.OutputError as exc:
         print(f"lifescope: {exc}", file=sys.stderr)
         for out in outs:

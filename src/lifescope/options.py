@@ -28,6 +28,9 @@ class CollectorOptions:
     """Where the stream goes: a file (a recording), ``-`` or None for standard output."""
     record: str | None = None
     """A recording kept beside the stream (`attach --record`)."""
+    record_fd: int | None = None
+    """The same, as a file the UI opened and passed down (`privsep`: a root collector never
+    opens a path the unprivileged UI names)."""
     force: bool = False
     http_lines: bool = False
     full_rate: bool = False
@@ -107,6 +110,7 @@ _ARGUMENTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         ("--record",),
         {"metavar": "FILE", "default": None, "help": "also record the session to FILE (0600)"},
     ),
+    "record_fd": (("--record-fd",), {"type": int, "default": None, "help": argparse.SUPPRESS}),
     "force": (
         ("--force",),
         {

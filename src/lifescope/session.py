@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
-from lifescope import lifecycle, stream
+from lifescope import lifecycle, privsep, stream
 from lifescope.options import DEFAULTS, CollectorOptions
 from lifescope.timeline import Timeline
 
@@ -27,36 +27,50 @@ class CollectorFailed(Exception):
 
 
 class CollectorProcess:
+    """A collector and its stream: our own child, or — after `privsep.separate()` under sudo —
+    a root collector started for us by the broker, of which we hold only the pipes."""
+
     def __init__(
         self,
         pid: int,
         options: CollectorOptions = DEFAULTS,
         python: str = sys.executable,
     ) -> None:
-        argv = [python, "-m", "lifescope.collector", str(pid), *options.argv()]
-        self.argv = argv
-        self._stderr: IO[bytes] = tempfile.TemporaryFile()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._broker = privsep.broker()
+        if self._broker is not None:
+            self.pid, out, err = self._broker.spawn(pid, options)
+            self.stdout: IO[bytes] = os.fdopen(out, "rb")
+            self._stderr: IO[bytes] = os.fdopen(err, "rb")
+            return
+        self._stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            argv,
+            [python, "-m", "lifescope.collector", str(pid), *options.argv()],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             env=lifecycle.child_env(die_with_parent=True),
             start_new_session=True,  # a Ctrl-C in the terminal reaches us, not it directly
         )
+        assert self.proc.stdout is not None
+        self.stdout = self.proc.stdout
         self.pid = self.proc.pid
         lifecycle.track(self.proc)
 
     def samples(self) -> Iterator[object]:
         """Every sample until the collector ends; raises CollectorFailed if it never began."""
-        assert self.proc.stdout is not None
         try:
-            yield from stream.read(self.proc.stdout)
+            yield from stream.read(self.stdout)
         except stream.StreamError as exc:
             if exc.offset == 0:
-                self.proc.wait()
+                self.wait()
                 raise CollectorFailed(self.error_text() or str(exc)) from exc
             raise
+
+    def wait(self) -> int:
+        """Its exit code once it ended (a brokered collector is not ours to reap: 0 once its
+        stream has ended, which is when callers ask)."""
+        return 0 if self.proc is None else self.proc.wait()
 
     def error_text(self) -> str:
         self._stderr.seek(0)
@@ -64,19 +78,25 @@ class CollectorProcess:
         return text.splitlines()[-1] if text else ""
 
     def stop(self, timeout: float = 3.0) -> None:
-        """SIGTERM, then SIGKILL; always reaps. Safe to call twice."""
-        if self.proc.poll() is None:
+        """Close its stream (a collector whose reader is gone ends at its next write), then
+        SIGTERM and SIGKILL; always reaps. Safe to call twice."""
+        with contextlib.suppress(OSError):
+            self.stdout.close()
+        if self._broker is not None:
+            self._broker.stop(self.pid)
+        elif self.proc.poll() is None:  # type: ignore[union-attr]
+            proc = self.proc
+            assert proc is not None
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGTERM)
+                os.kill(proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout)
+                proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        lifecycle.untrack(self.proc)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+                    os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if self.proc is not None:
+            lifecycle.untrack(self.proc)
         self._stderr.close()
 
 
@@ -97,7 +117,7 @@ def gather(pid: int, options: CollectorOptions) -> Timeline:
     try:
         for sample in collector.samples():
             timeline.add(sample)
-        if collector.proc.wait() != 0 and timeline.hello is None:
+        if collector.wait() != 0 and timeline.hello is None:
             raise CollectorFailed(collector.error_text() or "collector failed")
     finally:
         collector.stop()
