@@ -75,6 +75,11 @@ def phase(sock: Socket, kind: str) -> str:
     received, sent = sock.last_data_recv_ms, sock.last_data_sent_ms
     if received is None or sent is None:
         return "open"
+    if kind == "client" and sock.bytes_acked == 0 and (sock.bytes_received or 0) > 0:
+        # A request came in and not one byte went out yet: being served, however long it
+        # takes. (On a fresh connection the two timers tie — the send timer starts at the
+        # handshake — so the tie rule below would call a 3 s request "idle".)
+        return "request"
     # tcp_info counts in whole milliseconds, and on loopback or a fast LAN a keep-alive
     # client's next request lands in the same millisecond as the previous response: a tie.
     # Measured here (closed-loop client, 80 ms handler): the two timers were equal in every

@@ -1,31 +1,41 @@
 """Where each request is in its life: L0 handshake · L1 accept queue · L2 read & parse ·
 L3 middleware · L4 handler and its I/O · L5 write response · L6 keep-alive.
 
-Two kinds of evidence, joined per window:
+A request is a connection first, then code:
 
-* the kernel's, per connection (`connections.py` phases): a handshake in flight is L0, a
-  connection nobody accepted yet L1, unsent response bytes L5, an idle keep-alive L6;
-* the code's, per thread or task: its stack, matched innermost frame first against rules
-  (`lifescope/rules/*.toml`) — a parser frame is L2, a middleware frame L3, a DB driver L4,
-  `json.dumps` L5 — falling back to "the application's own code" as L4 handler. Waits
-  (`asyncio.sleep`, `time.sleep`, locks) take the layer of the code that waits, so an
-  `await` inside a middleware is L3.
+* the kernel's evidence, per client connection (`connections.py` phases): a handshake in
+  flight is L0, a connection nobody accepted yet L1, request bytes nobody read yet L2,
+  unsent response bytes L5, an idle keep-alive L6;
+* the code serving it: a thread or a parked asyncio task whose stack passes through a
+  server's or framework's *boundary* (`[[boundaries]]` in `lifescope/rules/*.toml`: gunicorn's
+  `handle_request`, Django's `_get_response`, Starlette's router, AnyIO's worker thread
+  running a sync endpoint). Being inside one is what makes code a request — a busy thread
+  that serves no connection (a GIL hog, a metrics flusher, the ASGI lifespan task) is not
+  one — and the boundaries passed say which layer the code is in: the application's code
+  inside Django's middleware chain is L3, inside `_get_response` L4. Rules then say what a
+  frame does wherever it is (a DB driver, `json.dumps`), innermost frame first, and a wait
+  (`time.sleep`, a lock) takes the layer of the code that waits — the frame that calls
+  `time.sleep` is itself that code.
+* the join: a thread blocked reading a client connection that is idle is that connection's
+  keep-alive (L6), counted once, by the connection.
 
 Every decision keeps its evidence, so the UI can say *why* a request is in L4. What cannot
-be attributed (an asyncio request whose task we cannot read) is "unknown", not a guess.
+be attributed (a request whose code is not visible) is "unknown", not a guess.
 """
 
 from __future__ import annotations
 
 import threading
+from bisect import bisect_right
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from lifescope import syscalls
 from lifescope.analysis import connections as conns
 from lifescope.analysis.frames import kind as frame_kind
 from lifescope.analysis.frames import label
-from lifescope.rules import LAYERS, Rule
+from lifescope.rules import INHERIT, LAYERS, NONE, Rule
 from lifescope.samples import (
     Frame,
     Socket,
@@ -33,6 +43,7 @@ from lifescope.samples import (
     StacksWindow,
     TaskInfo,
     TasksSample,
+    ThreadsSample,
 )
 
 UNKNOWN = "unknown"
@@ -47,6 +58,10 @@ _LOOP_MACHINERY = (
     "/runpy.py",
 )
 _PHASE_LAYER = {"handshake": "L0", "accept-queue": "L1", "idle": "L6"}
+_IO_KINDS = frozenset({"db", "cache", "http client", "dns"})
+"""I/O a rule recognises (L4 by default). Like a sleep, it is a wait: called from
+middleware it is middleware's time (L3), from the handler the handler's."""
+_KIND_OF = {"L2": "parse", "L3": "middleware", "L4": "handler", "L5": "write"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +72,9 @@ class Decision:
     rule: str | None
     wait: str | None = None
     """A wait the code is in (sleep, lock, queue), inherited into `layer`."""
+    request: bool = True
+    """Inside a request boundary. False: code that serves a request only if the kernel ties
+    it to a client connection (a thread blocked on one)."""
 
     @property
     def evidence(self) -> str:
@@ -78,25 +96,132 @@ def _matches(rule: Rule, frame: Frame, innermost: bool) -> bool:
     )
 
 
-def classify(frames: Sequence[Frame], rules: Sequence[Rule]) -> Decision | None:
-    """The layer of one stack (innermost first), or None when it serves no request."""
+_Region = tuple[str, str, Rule] | None
+"""(layer of the server's frames, layer of application code, the boundary) in force."""
+_EXCLUDED: _Region = ("", "", Rule(NONE, "", ""))
+"""Inside a `none` rule: this code serves no request, whatever the kernel says."""
+
+
+def _regions(frames: Sequence[Frame], rules: Sequence[Rule]) -> list[_Region]:
+    """The region each frame is in, walking from the outermost frame in. A `none` rule
+    (the lifespan task, a task waiting for a worker thread) ends the request region until a
+    boundary further in opens a new one."""
+    regions: list[_Region] = [None] * len(frames)
+    current: _Region = None
+    for index in range(len(frames) - 1, -1, -1):
+        frame = frames[index]
+        for rule in rules:
+            if (rule.boundary or rule.layer == NONE) and _matches(rule, frame, False):
+                current = (
+                    _EXCLUDED if rule.layer == NONE else (rule.layer, rule.app or rule.layer, rule)
+                )
+                break
+        regions[index] = current
+    return regions
+
+
+def classify(
+    frames: Sequence[Frame],
+    rules: Sequence[Rule],
+    middleware: frozenset[tuple[str, str]] = frozenset(),
+) -> Decision | None:
+    """The layer of one stack (innermost first), or None when it is idle machinery or serves
+    no request by rule.
+
+    `middleware`: application functions seen calling into a framework (a WSGI or ASGI
+    wrapper): L3 wherever they are.
+    """
+    regions = _regions(frames, rules)
+    if regions and regions[0] is _EXCLUDED:
+        return None
     wait: str | None = None
     for index, frame in enumerate(frames):
+        region = regions[index] if regions[index] is not _EXCLUDED else None
+        decided: Decision | None = None
         for rule in rules:
-            if not _matches(rule, frame, index == 0):
+            if rule.boundary or rule.layer == NONE or not _matches(rule, frame, index == 0):
                 continue
-            if rule.layer == "inherit":
+            if rule.layer == INHERIT:
                 wait = wait or rule.kind
-                break
-            return Decision(rule.layer, rule.kind, label(frame), rule.source, wait)
+                if rule.code is None:
+                    break  # a library's wait function: whoever called it decides
+                continue  # this frame's own line waits: the frame itself decides, below
+            layer = rule.layer
+            if rule.kind in _IO_KINDS and region is not None and region[1] == "L3":
+                layer = "L3"  # I/O waited on by middleware is middleware's time
+            decided = Decision(
+                layer, rule.kind, label(frame), rule.source, wait, region is not None
+            )
+            break
         else:
-            if any(m in frame.file for m in _LOOP_MACHINERY):
-                # The event loop, a thread's bootstrap, an executor's worker loop: whatever is
-                # outer to these (the app's `main()`) runs the server, not a request.
-                return None
-            if frame_kind(frame.file) == "app":
-                return Decision("L4", "handler", label(frame), None, wait)
+            decided = _by_position(frame, region, middleware, wait)
+        if decided is not None:
+            return decided
+        if region is None and any(m in frame.file for m in _LOOP_MACHINERY):
+            # The event loop, a thread's bootstrap, an executor's worker loop outside any
+            # request: whatever is outer to these (the app's `main()`) runs the server.
+            return None
     return None
+
+
+def _by_position(
+    frame: Frame, region: _Region, middleware: frozenset[tuple[str, str]], wait: str | None
+) -> Decision | None:
+    """A frame no rule recognised: application code takes the layer of where it runs; a
+    server's or framework's own frame decides only if it is a boundary itself."""
+    if frame_kind(frame.file) == "app":
+        if (frame.name, frame.file) in middleware:
+            return Decision("L3", "middleware", label(frame), None, wait, region is not None)
+        if region is None:
+            return Decision("L4", "handler", label(frame), None, wait, request=False)
+        return Decision(
+            region[1], _KIND_OF.get(region[1], "request"), label(frame), region[2].source, wait
+        )
+    if region is not None and _matches(region[2], frame, False):
+        layer = region[0]
+        return Decision(
+            layer, region[2].kind or _KIND_OF.get(layer, ""), label(frame), region[2].source, wait
+        )
+    return None
+
+
+def learn_middleware(
+    stacks: Sequence[StacksWindow], tasks: Sequence[TasksSample], rules: Sequence[Rule]
+) -> frozenset[tuple[str, str]]:
+    """Application functions seen outside a framework's entry that call into it — WSGI and
+    ASGI wrappers (`app = Wrapper(app)`) — from any stack or task of the window. When such a
+    wrapper waits before calling in, its stack alone cannot tell it from a handler; the
+    other samples of the window can."""
+    entries = [r for r in rules if r.boundary and r.framework]
+    if not entries:
+        return frozenset()
+    found: set[tuple[str, str]] = set()
+
+    def scan(frames: Sequence[Frame]) -> None:
+        for index, frame in enumerate(frames):
+            if any(_matches(r, frame, False) for r in entries):
+                for outer in frames[index + 1 :]:
+                    if frame_kind(outer.file) == "app":
+                        found.add((outer.name, outer.file))
+                    elif any(r.boundary and _matches(r, outer, False) for r in rules):
+                        break  # past the server's own boundary: not a wrapper any more
+                return
+
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    for window in stacks:
+        for span in window.spans:
+            key = (id(window), span.stack)
+            if key not in seen:
+                seen.add(key)
+                scan([window.frames[i] for i in span.stack])
+    for sample in tasks[-2:]:
+        for task in sample.tasks:
+            scan(_task_frames(task))
+    return frozenset(found)
+
+
+def _task_frames(task: TaskInfo) -> list[Frame]:
+    return [Frame(a.name, a.file, a.line) for a in reversed(task.chain)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +242,44 @@ class LayerStats:
     now: dict[str, int]
     in_flight: tuple[InFlight, ...]
     measured: str
-    """What the code-side evidence came from: "stacks", "stacks+tasks" or "none"."""
+    """What the code-side evidence came from: "stacks", "stacks+tasks" or "none", and what
+    it cannot see ("gevent: parked greenlets are not visible")."""
+
+
+class _IdleReaders:
+    """Threads blocked reading a client connection that is idle: a thread-per-connection
+    server's keep-alive. The connection is counted (L6) by the kernel's evidence; the thread,
+    whose stack says "reading a request", must not count it again."""
+
+    def __init__(self, threads: Sequence[ThreadsSample], sockets: Sequence[SocketsSample]) -> None:
+        self._times: dict[int, list[float]] = {}
+        self._idle: dict[int, list[bool]] = {}
+        if not sockets:
+            return
+        socket_times = [s.t for s in sockets]
+        for sample in threads:
+            nearest = sockets[max(0, bisect_right(socket_times, sample.t) - 1)]
+            ports = conns.listen_ports(nearest.sockets)
+            by_fd = {s.fd: s for s in nearest.sockets if s.fd is not None}
+            for thread in sample.threads:
+                sock = by_fd.get(thread.arg0) if thread.arg0 is not None else None
+                idle = (
+                    sock is not None
+                    and syscalls.name(thread.syscall) in syscalls.SOCKET_READ
+                    and conns.port(sock.local) in ports
+                    and conns.phase(sock, "client") == "idle"
+                )
+                self._times.setdefault(thread.tid, []).append(sample.t)
+                self._idle.setdefault(thread.tid, []).append(idle)
+
+    def at(self, tid: int, t: float) -> bool:
+        times = self._times.get(tid)
+        if not times:
+            return False
+        index = bisect_right(times, t) - 1
+        if index < 0 or t - times[index] > 0.25:
+            return False
+        return self._idle[tid][index]
 
 
 def _thread_segments(
@@ -125,13 +287,12 @@ def _thread_segments(
     rules: Sequence[Rule],
     start: float,
     end: float,
-    roles: dict[int, str],
+    middleware: frozenset[tuple[str, str]],
+    joined: set[int],
+    idle: _IdleReaders,
 ) -> dict[int, list[tuple[float, float, Decision]]]:
-    """Per thread, the spans of request work with their layer.
-
-    A thread that is neither an event loop, an executor nor a known request thread (a
-    background worker, a metrics thread, the demo's GIL hog) counts only where a rule
-    recognises its code — its own functions alone do not make it a request."""
+    """Per thread, the spans of request work with their layer: stacks inside a request
+    boundary, and a thread's own code while the kernel ties it to a client connection."""
     segments: dict[int, list[tuple[float, float, Decision]]] = {}
     cache: dict[tuple[int, tuple[int, ...]], Decision | None] = {}
     for window in stacks:
@@ -141,30 +302,25 @@ def _thread_segments(
                 continue
             key = (id(window), span.stack)
             if key not in cache:
-                cache[key] = classify([window.frames[i] for i in span.stack], rules)
+                cache[key] = classify([window.frames[i] for i in span.stack], rules, middleware)
             decision = cache[key]
-            if decision is not None and (
-                roles.get(span.tid, "other") != "other" or decision.rule is not None
-            ):
-                segments.setdefault(span.tid, []).append((lo, hi, decision))
+            if decision is None or not (decision.request or span.tid in joined):
+                continue
+            if decision.layer == "L2" and idle.at(span.tid, (lo + hi) / 2):
+                continue  # waiting for the next request on a keep-alive connection: L6, by it
+            segments.setdefault(span.tid, []).append((lo, hi, decision))
     return segments
 
 
-def _task_decision(task: TaskInfo, rules: Sequence[Rule]) -> Decision | None:
-    """A parked task's layer. As for threads, the application's own frames alone do not make
-    a task a request (the server's main task waiting for shutdown is not one): a framework
-    or a stream must be in its chain, or a rule must have recognised its code."""
-    frames = [Frame(a.name, a.file, a.line) for a in reversed(task.chain)]
-    decision = classify(frames, rules)
-    if (
-        decision is not None
-        and decision.rule is None
-        and not any(
-            frame_kind(f.file) == "library" or "asyncio/streams.py" in f.file for f in frames
-        )
-    ):
+def _task_decision(
+    task: TaskInfo, rules: Sequence[Rule], middleware: frozenset[tuple[str, str]]
+) -> Decision | None:
+    """A parked task's layer, if it serves a request (it is inside a request boundary: the
+    server's main task waiting for shutdown is not one, nor is the lifespan task)."""
+    decision = classify(_task_frames(task), rules, middleware)
+    if decision is None or not decision.request:
         return None
-    if decision is not None and task.awaiting and not decision.wait:
+    if task.awaiting and not decision.wait:
         return Decision(decision.layer, decision.kind, decision.frame, decision.rule, task.awaiting)
     return decision
 
@@ -222,6 +378,10 @@ def _socket_summary(sample: SocketsSample) -> tuple[Counter[str], int]:
     return layers, requests
 
 
+def _gevent(stacks: Sequence[StacksWindow]) -> bool:
+    return any("gevent/hub.py" in f.file for window in stacks[-3:] for f in window.frames)
+
+
 def analyse(
     stacks: Sequence[StacksWindow],
     socket_samples: Sequence[SocketsSample],
@@ -230,7 +390,7 @@ def analyse(
     rules: Sequence[Rule],
     start: float,
     end: float,
-    roles: dict[int, str] | None = None,
+    thread_samples: Sequence[ThreadsSample] = (),
 ) -> LayerStats:
     """Layers of every in-flight request now, and the share of request time per layer.
 
@@ -239,14 +399,20 @@ def analyse(
     1-4 Hz). A request whose connection is mid-request but whose code we cannot see (no task
     reader, nothing on a thread) is counted as "unknown" for that interval.
     """
-    segments = _thread_segments(stacks, rules, start, end, roles or {})
+    middleware = learn_middleware(stacks, task_samples, rules)
+    # Shares are over the time the code is visible: stack windows arrive ~1 s late, and a
+    # connection seen mid-request after the last one would read as "unknown" for no reason.
+    start, end = _code_covered(stacks, task_samples, start, end)
+    joined = set(socket_stats.threads) if socket_stats is not None else set()
+    idle = _IdleReaders(thread_samples, socket_samples)
+    segments = _thread_segments(stacks, rules, start, end, middleware, joined, idle)
     time_in: Counter[str] = Counter()
     in_flight: list[InFlight] = []
     for tid, parts in segments.items():
         for lo, hi, decision in parts:
             time_in[decision.layer] += hi - lo
         last_lo, last_hi, last = parts[-1]
-        if end - last_hi < 1.5:  # still current (stack windows arrive ~1 s late)
+        if end - last_hi < 0.05:  # in this state at the last stack sample: in flight now
             since = last_lo
             for lo, hi, decision in reversed(parts[:-1]):
                 if decision.layer != last.layer or since - hi > 0.05:
@@ -257,15 +423,21 @@ def analyse(
             )
 
     def threads_busy_at(t: float) -> int:
-        return sum(1 for parts in segments.values() if any(lo <= t <= hi for lo, hi, _ in parts))
+        """Threads serving a request at `t`. The padding bridges the ~0.1 s between two py-spy
+        windows, where no thread has a span and every request would read as unknown."""
+        return sum(
+            1
+            for parts in segments.values()
+            if any(lo - 0.15 <= t <= hi + 0.15 for lo, hi, _ in parts)
+        )
 
     task_layers: list[tuple[float, list[tuple[TaskInfo, Decision]]]] = []
     for sample in task_samples:
         decided = []
         for task in sample.tasks:
-            if task.state == "running":
+            if task.state != "pending":
                 continue  # the running one is the loop thread's stack, counted above
-            decision = _task_decision(task, rules)
+            decision = _task_decision(task, rules, middleware)
             if decision is not None:
                 decided.append((task, decision))
         task_layers.append((sample.t, decided))
@@ -277,13 +449,11 @@ def analyse(
     parked_now = task_layers[-1][1] if task_layers else []
     for task, decision in parked_now:
         in_flight.append(InFlight(decision.layer, None, decision.evidence, None, task.name, None))
+    task_times = [t for t, _ in task_layers]
 
     def parked_at(t: float) -> int:
-        best = None
-        for when, decided in task_layers:
-            if when <= t:
-                best = decided
-        return len(best) if best is not None else 0
+        index = bisect_right(task_times, t) - 1
+        return len(task_layers[index][1]) if index >= 0 else 0
 
     # At most MAX_SOCKET_SAMPLES samples, each standing for the time until the next one kept:
     # at 10k connections every sample of a 10 s window was ~150k rows per refresh.
@@ -297,43 +467,59 @@ def analyse(
         layer_counts, requests = _socket_summary(sample)
         for layer, count in layer_counts.items():
             time_in[layer] += count * dt
-        unknown = requests - threads_busy_at(sample.t) - parked_at(sample.t)
+        middle = max(sample.t, start) + dt / 2  # the code evidence for the time it stands for
+        unknown = requests - threads_busy_at(middle) - parked_at(middle)
         if unknown > 0:
             time_in[UNKNOWN] += unknown * dt
 
-    request_phase = 0
-    if socket_stats is not None:
-        for c in socket_stats.connections:
-            layer = _kernel_layer(c)
-            if layer is not None:
-                in_flight.append(
-                    InFlight(
-                        layer,
-                        None,
-                        f"{layer} {'unread request' if layer == 'L2' else c.phase}: "
-                        f"{c.socket.peer}",
-                        c.thread,
-                        None,
-                        c.socket.peer,
-                    )
-                )
-            elif c.kind == "client" and c.phase == "request":
-                request_phase += 1
-    code_units = sum(1 for f in in_flight if f.conn is None)
-    for _ in range(max(0, request_phase - code_units)):
-        in_flight.append(
-            InFlight(
-                UNKNOWN,
-                None,
-                "request received, response not finished; its code is not visible",
-                None,
-                None,
-                None,
-            )
-        )
+    in_flight += _kernel_in_flight(socket_stats, sum(1 for f in in_flight if f.conn is None))
+    now = Counter(f.layer for f in in_flight)
+    if socket_stats is not None:  # idle keep-alives are on the ladder, but not in flight
+        now["L6"] = sum(1 for c in socket_stats.connections if _kernel_layer(c) == "L6")
     total = sum(time_in.values())
     shares = {
         layer: round(time_in[layer] / total, 4) if total else 0.0 for layer in (*LAYERS, UNKNOWN)
     }
     measured = "stacks+tasks" if task_samples else ("stacks" if stacks else "none")
-    return LayerStats(shares, dict(Counter(f.layer for f in in_flight)), tuple(in_flight), measured)
+    if _gevent(stacks):
+        measured += " (gevent: only the running greenlet is visible; parked ones are unknown)"
+    return LayerStats(shares, {k: n for k, n in now.items() if n}, tuple(in_flight), measured)
+
+
+def _code_covered(
+    stacks: Sequence[StacksWindow], tasks: Sequence[TasksSample], start: float, end: float
+) -> tuple[float, float]:
+    """The part of [start, end] that stack windows (or, without them, task samples) cover."""
+    if stacks:
+        start, end = max(start, stacks[0].start), min(end, max(w.t for w in stacks))
+    if tasks:
+        start, end = max(start, tasks[0].t), min(end, tasks[-1].t + 1.0)
+    return start, end
+
+
+def _kernel_in_flight(stats: conns.ConnectionsStats | None, code_units: int) -> Iterable[InFlight]:
+    """What the connections alone say is in flight now, and the requests received whose code
+    no thread or task accounts for ("unknown")."""
+    if stats is None:
+        return []
+    found: list[InFlight] = []
+    request_phase = 0
+    for c in stats.connections:
+        layer = _kernel_layer(c)
+        if layer == "L6":
+            continue  # a keep-alive connection waiting for its next request: none in flight
+        if layer is not None:
+            what = "unread request" if layer == "L2" else c.phase
+            found.append(
+                InFlight(
+                    layer, None, f"{layer} {what}: {c.socket.peer}", c.thread, None, c.socket.peer
+                )
+            )
+        elif c.kind == "client" and c.phase == "request":
+            request_phase += 1
+    found += [
+        InFlight(UNKNOWN, None, "request received, response not finished; its code is not visible",
+                 None, None, None)
+        for _ in range(max(0, request_phase - code_units))
+    ]  # fmt: skip
+    return found

@@ -542,7 +542,7 @@ def build(window: Window, rules: tuple[layer_rules.Rule, ...] | None = None) -> 
         rules if rules is not None else builtin_rules(),
         window.start,
         window.end,
-        conc.roles,
+        window.threads,
     )
     tasks_summary = task_analysis.summarize(window.tasks)
     loops = tuple(

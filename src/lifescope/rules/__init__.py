@@ -1,4 +1,10 @@
-"""Layer rules: data, one TOML file per framework, extendable by the user.
+"""Layer rules: data, one TOML file per server or framework, extendable by the user.
+
+Two tables. `[[boundaries]]` are the frames a server or framework passes every request through
+(http.server's `handle_one_request`, Django's `_get_response`): being inside one makes a stack
+a request, and says which layer the code inside is in. `[[rules]]` recognise what a frame
+does wherever it is (a DB driver is L4, `json.dumps` L5, `time.sleep` a wait that takes the
+layer of whoever sleeps, the ASGI lifespan task no request at all).
 
 Loaded from this package, then `~/.config/lifescope/rules/*.toml`, then any `--rules` paths;
 later files' rules are tried first, so a user can override a built-in. A file with a syntax
@@ -22,16 +28,32 @@ LAYERS = ("L0", "L1", "L2", "L3", "L4", "L5", "L6")
 USER_DIR = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "lifescope" / "rules"
 
 
+NONE = "none"
+"""A rule layer: a stack or task matching it serves no request (the ASGI lifespan task, a
+request handed to a worker thread, which is counted where it runs)."""
+INHERIT = "inherit"
+"""A rule layer: a wait (sleep, lock, queue) that takes the layer of the code that waits."""
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     layer: str
-    """L0..L6, or "inherit": a wait that takes the layer of the code awaiting it."""
+    """L0..L6, `inherit` or `none` — for a boundary, the layer of the server's or framework's
+    own frames inside it."""
     kind: str
     source: str
     """`file.toml#N`: where the rule came from, shown as evidence."""
     file: str | None = None
     function: re.Pattern[str] | None = None
     code: re.Pattern[str] | None = None
+    boundary: bool = False
+    """A `[[boundaries]]` entry: a frame a server or framework passes every request through.
+    Being inside one is what makes a stack a request; inside it, frames are in `layer` and
+    the application's own code in `app`, until a boundary further in says otherwise."""
+    app: str | None = None
+    framework: bool = False
+    """A framework's entry (Django, Flask, Starlette): application code *outside* it that
+    calls into it is middleware (a WSGI/ASGI wrapper)."""
 
 
 class RuleError(Exception):
@@ -46,20 +68,40 @@ def _parse(path: Path) -> list[Rule]:
     except OSError as exc:
         raise RuleError(f"{path}: cannot read ({exc.strerror})") from exc
     rules = []
-    for index, raw in enumerate(data.get("rules", []), 1):
-        where = f"{path.name}#{index}"
-        layer = raw.get("layer")
-        if layer not in (*LAYERS, "inherit"):
-            raise RuleError(f"{path}: rule {index}: layer must be L0..L6 or inherit, got {layer!r}")
-        if not any(k in raw for k in ("file", "function", "code")):
-            raise RuleError(f"{path}: rule {index}: needs at least one of file, function, code")
-        try:
-            function = re.compile(raw["function"]) if "function" in raw else None
-            code = re.compile(raw["code"]) if "code" in raw else None
-        except re.error as exc:
-            raise RuleError(f"{path}: rule {index}: bad regular expression: {exc}") from exc
-        rules.append(Rule(layer, str(raw.get("kind", "")), where, raw.get("file"), function, code))
+    for table, boundary in (("rules", False), ("boundaries", True)):
+        for index, raw in enumerate(data.get(table, []), 1):
+            rules.append(_rule(path, table, index, raw, boundary))
     return rules
+
+
+def _rule(path: Path, table: str, index: int, raw: dict[str, object], boundary: bool) -> Rule:
+    where = f"{path.name}#{index}" if not boundary else f"{path.name}#b{index}"
+    allowed = LAYERS if boundary else (*LAYERS, INHERIT, NONE)
+    layer, app = raw.get("layer"), raw.get("app")
+    if layer not in allowed:
+        names = "L0..L6" if boundary else "L0..L6, inherit or none"
+        raise RuleError(f"{path}: {table} {index}: layer must be {names}, got {layer!r}")
+    if app is not None and app not in LAYERS:
+        raise RuleError(f"{path}: {table} {index}: app must be L0..L6, got {app!r}")
+    if not any(k in raw for k in ("file", "function", "code")):
+        raise RuleError(f"{path}: {table} {index}: needs at least one of file, function, code")
+    try:
+        function = re.compile(str(raw["function"])) if "function" in raw else None
+        code = re.compile(str(raw["code"])) if "code" in raw else None
+    except re.error as exc:
+        raise RuleError(f"{path}: {table} {index}: bad regular expression: {exc}") from exc
+    file = raw.get("file")
+    return Rule(
+        str(layer),
+        str(raw.get("kind", "")),
+        where,
+        None if file is None else str(file),
+        function,
+        code,
+        boundary=boundary,
+        app=None if app is None else str(app),
+        framework=bool(raw.get("framework", False)),
+    )
 
 
 def builtin_files() -> list[Path]:

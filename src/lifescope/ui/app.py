@@ -433,6 +433,11 @@ class LifescopeApp(App[int]):
         self._shown_generation = generation
         self._show(report)
 
+    @property
+    def building(self) -> bool:
+        """A report is being built off the UI thread (its panes are about to change)."""
+        return self._building
+
     def _build_off_thread(self, window: Window, generation: int) -> None:
         started = time.perf_counter()
         try:
@@ -673,9 +678,12 @@ class LifescopeApp(App[int]):
             self.notify("no thread serves this one (kernel-side or a parked task)")
             return
         tid = int(tid_text)
-        window = self.timeline.window(WINDOW_S, end=self.player.position if self.player else None)
-        frames = analysis.thread_stack(window, tid)
-        self.push_screen(StackScreen(f"thread {tid}: latest stack (innermost first)", frames))
+        # The stack of the moment on screen: paused (or replaying), the report shown, not now.
+        shown = self.last_report.end if self.last_report is not None else None
+        end = self.player.position if self.player else (shown if self.paused else None)
+        frames = analysis.thread_stack(self.timeline.window(WINDOW_S, end=end), tid)
+        when = "at the moment shown" if self.paused else "latest stack"
+        self.push_screen(StackScreen(f"thread {tid}: {when} (innermost first)", frames))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
