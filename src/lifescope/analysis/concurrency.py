@@ -9,6 +9,7 @@ stall — CPU work versus a blocking call — comes from the GIL probe.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,15 @@ from itertools import pairwise
 from lifescope import syscalls
 from lifescope.analysis.frames import innermost_app, label
 from lifescope.analysis.gil import Holds, waits_for_gil
-from lifescope.samples import Frame, GilInfo, StacksWindow, ThreadsSample, ThreadStat
+from lifescope.samples import (
+    Frame,
+    GilInfo,
+    PacketsSample,
+    SocketsSample,
+    StacksWindow,
+    ThreadsSample,
+    ThreadStat,
+)
 
 STATES = ("python", "native", "gil-wait", "io", "lock", "sleep", "other")
 """python: running Python holding the GIL · native: running without the GIL · gil-wait ·
@@ -138,9 +147,24 @@ def callback_key(frames: Sequence[Frame]) -> Frame | None:
 Segment = tuple[float, float, "tuple[str, str] | None", "str | None"]
 
 
-def _callback_segments(tid: int, stacks: Sequence[StacksWindow]) -> list[Segment]:
-    """(start, end, callback function, label) runs of the loop thread, merged by function."""
+WINDOW_GAP_S = 0.25
+"""The longest gap between two py-spy windows (one ends, the next starts ~0.1 s later): no
+sample of any thread falls in it, so it cannot end a callback by itself."""
+
+
+def _callback_segments(
+    tid: int, stacks: Sequence[StacksWindow], boundaries: Sequence[float] = ()
+) -> list[Segment]:
+    """(start, end, callback function, label) runs of the loop thread: one per callback.
+
+    Consecutive samples in the same function are one callback unless something shows a new
+    one began: another function in between, or a response written in between (`boundaries`;
+    a blocking callback writes its response as it ends, and the next request's starts at
+    once, in the same function when the same endpoint is hit back to back). The gap between
+    two py-spy windows holds no samples at all and does not end a callback."""
+    marks = sorted(boundaries)
     segments: list[Segment] = []
+    previous_window: StacksWindow | None = None
     for window in stacks:
         for span in window.spans:
             if span.tid != tid:
@@ -148,12 +172,61 @@ def _callback_segments(tid: int, stacks: Sequence[StacksWindow]) -> list[Segment
             frame = callback_key([window.frames[i] for i in span.stack])
             key = (frame.name, frame.file) if frame is not None else None
             text = label(frame) if frame is not None else None
-            if segments and segments[-1][2] == key and span.start - segments[-1][1] < 0.05:
-                first = segments[-1]
-                segments[-1] = (first[0], span.end, key, first[3])
-            else:
-                segments.append((span.start, span.end, key, text))
-    return segments
+            if segments and segments[-1][2] == key:
+                gap = span.start - segments[-1][1]
+                bridged = gap < 0.05 or (window is not previous_window and gap < WINDOW_GAP_S)
+                if bridged and not _between(marks, segments[-1][1] - 0.002, span.start + 0.002):
+                    first = segments[-1]
+                    segments[-1] = (first[0], span.end, key, first[3])
+                    previous_window = window
+                    continue
+            segments.append((span.start, span.end, key, text))
+            previous_window = window
+    return [piece for segment in segments for piece in _split(segment, marks)]
+
+
+def _between(marks: Sequence[float], lo: float, hi: float) -> bool:
+    index = bisect_left(marks, lo)
+    return index < len(marks) and marks[index] <= hi
+
+
+def _split(segment: Segment, marks: Sequence[float]) -> list[Segment]:
+    """A run of one function cut at each response written inside it: separate callbacks."""
+    start, end, key, text = segment
+    if key is None:
+        return [segment]
+    cuts = [m for m in marks[bisect_left(marks, start + 0.005) :] if m < end - 0.005]
+    edges = [start, *cuts, end]
+    return [(a, b, key, text) for a, b in pairwise(edges)]
+
+
+def response_instants(
+    samples: Sequence[SocketsSample], packets: Sequence[PacketsSample] = ()
+) -> list[float]:
+    """When responses were written. From tcp_info: a client connection that has sent bytes
+    (bytes_acked > 0) last sent `last_data_sent_ms` before the sample (milliseconds; at the
+    sockets probe's 2 Hz, a keep-alive connection answered twice between two samples shows
+    one). From packets: the first payload a listener's port sends on a connection, which is
+    every response when clients open a connection per request."""
+    instants: set[float] = set()
+    listen_ports: set[int] = set()
+    for sample in samples:
+        ports = {int(s.local.rsplit(":", 1)[1]) for s in sample.sockets if s.state == "LISTEN"}
+        listen_ports |= ports
+        for sock in sample.sockets:
+            if (
+                sock.state == "LISTEN"
+                or not sock.bytes_acked
+                or sock.last_data_sent_ms is None
+                or int(sock.local.rsplit(":", 1)[1]) not in ports
+            ):
+                continue
+            instants.add(round(sample.t - sock.last_data_sent_ms / 1000, 3))
+    for batch in packets:
+        for event in batch.events:
+            if event.kind == "DATA" and int(event.src.rsplit(":", 1)[1]) in listen_ports:
+                instants.add(round(event.t, 3))
+    return sorted(instants)
 
 
 def loop_view(
@@ -163,6 +236,7 @@ def loop_view(
     history: Holds | None,
     executors: tuple[int, ...],
     threshold_s: float = STALL_THRESHOLD_S,
+    boundaries: Sequence[float] = (),
 ) -> LoopView:
     """Busy share from the threads probe; stalls from stack samples.
 
@@ -187,7 +261,7 @@ def loop_view(
             _gil_held(tid, start, end, history),
             ongoing=last_t is not None and end >= last_t - 0.02,
         )
-        for start, end, key, text in _callback_segments(tid, stacks)
+        for start, end, key, text in _callback_segments(tid, stacks, boundaries)
         if key is not None and end - start >= threshold_s
     ]
     return LoopView(
@@ -259,7 +333,10 @@ def analyse(
     history: Holds | None,
     info: GilInfo | None,
     threshold_s: float = STALL_THRESHOLD_S,
+    boundaries: Sequence[float] = (),
 ) -> Concurrency:
+    """`boundaries`: instants responses were written (`response_instants`), which end a
+    loop's callback even when the next one runs the same function."""
     roles = {tid: role(frames) for tid, frames in _frames_by_thread(stacks).items()}
     counts: dict[int, Counter[str]] = {}
     current: dict[int, str] = {}
@@ -275,7 +352,7 @@ def analyse(
     }
     executors = tuple(sorted(tid for tid, r in roles.items() if r == "executor"))
     loops = tuple(
-        loop_view(tid, samples, stacks, history, executors, threshold_s)
+        loop_view(tid, samples, stacks, history, executors, threshold_s, boundaries)
         for tid, r in sorted(roles.items())
         if r == "event-loop"
     )

@@ -529,7 +529,13 @@ def build(window: Window, rules: tuple[layer_rules.Rule, ...] | None = None) -> 
     if window.gil_info is not None and window.gil_runs:
         history = gil.holds(window.gil_runs, window.start, window.end)
         stats = gil.stats(history, window.gil_info, window.threads)
-    conc = concurrency.analyse(window.threads, window.stacks, history, window.gil_info)
+    conc = concurrency.analyse(
+        window.threads,
+        window.stacks,
+        history,
+        window.gil_info,
+        boundaries=concurrency.response_instants(window.sockets, window.packets),
+    )
     latest_threads = window.threads[-1] if window.threads else None
     conn_stats = connections.analyse(window.sockets, latest_threads)
     threads = _thread_views(window, conc, stats, history, conn_stats)
