@@ -163,3 +163,56 @@ def test_socket_refresh_slows_down_for_big_tables(python_target) -> None:  # typ
     assert min(gaps) > 1.0, gaps
     established = [sum(1 for s in sample.sockets if s.state == "ESTABLISHED") for sample in samples]
     assert set(established) == {6000}
+
+
+TWO_LISTENERS = """
+import socket, threading, time
+full = socket.socket()
+full.bind(("127.0.0.1", 0))
+full.listen(1)  # never accepts: a backlog of 1 overflows at once
+healthy = socket.socket()
+healthy.bind(("127.0.0.1", 0))
+healthy.listen(64)
+def serve():
+    while True:
+        conn, _ = healthy.accept()
+        conn.close()
+threading.Thread(target=serve, daemon=True).start()
+print("READY", full.getsockname()[1], healthy.getsockname()[1], flush=True)
+time.sleep(120)
+"""
+
+
+def test_each_listener_shows_only_its_own_drops(python_target) -> None:  # type: ignore[no-untyped-def]
+    """Truth: one listener that never accepts (backlog 1) and a healthy one in the same
+    process, plus another process whose listener also overflows. `ListenOverflows` counts the
+    whole network namespace and blamed all three; each listener's own count (`sk_drops`, what
+    `ss -ltm` shows as `d`) blames only the full one."""
+    target = python_target(TWO_LISTENERS)
+    full_port, healthy_port = (int(p) for p in target.ready_line.split())
+    other = python_target(NEVER_ACCEPTS)
+    other_port = int(other.ready_line)
+    clients: list[socket.socket] = []
+    result: dict[str, report.Report] = {}
+
+    def observe() -> None:
+        result["r"] = report.build(collect(target.pid, 4.0, probes=("sockets",)).window())
+
+    watcher = threading.Thread(target=observe)
+    watcher.start()
+    try:
+        time.sleep(0.8)  # the first sample before any drop
+        for port in (full_port, other_port, other_port, healthy_port) * 6:
+            client = socket.socket()
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", port))
+            clients.append(client)
+        watcher.join(30)
+    finally:
+        for client in clients:
+            client.close()
+    listen = {lv.local: lv for lv in result["r"].connections.listen}
+    full, healthy = listen[f"127.0.0.1:{full_port}"], listen[f"127.0.0.1:{healthy_port}"]
+    assert full.overflows_scope == healthy.overflows_scope == "listener"
+    assert full.overflows is not None and full.overflows >= 3, full
+    assert healthy.overflows == 0, healthy

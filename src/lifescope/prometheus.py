@@ -154,9 +154,9 @@ def metrics(rep: Report) -> list[Metric]:
                 listener=local)  # fmt: skip
         out.set("lifescope_listen_half_open", "Handshakes in progress (SYN_RECV) on the "
                 "listener's port.", half_open, listener=local)  # fmt: skip
-        out.set("lifescope_listen_overflows", "ListenOverflows increase over the window "
-                "(counted for the whole network namespace).", overflows,
-                listener=local)  # fmt: skip
+        out.set("lifescope_listen_overflows", "Connections the listener turned away over the "
+                "window (its own sk_drops; the namespace's ListenOverflows where that is "
+                "unavailable).", overflows, listener=local)  # fmt: skip
     for state, n in conn.by_state:
         out.set("lifescope_connections", "The target's sockets by TCP state.", n, state=state)
     out.set("lifescope_target_open_fds", "File descriptors the target has open.", conn.fds)

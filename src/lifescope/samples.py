@@ -185,6 +185,8 @@ class Socket:
     last_data_sent_ms: int | None = None
     bytes_received: int | None = None
     bytes_acked: int | None = None
+    drops: int | None = None
+    """A listener's own count of connections turned away (`sk_drops`; `ss -ltm`'s `d`)."""
 
 
 @dataclass(frozen=True, slots=True)

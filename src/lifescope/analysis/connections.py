@@ -38,7 +38,11 @@ class Listener:
     backlog: int
     half_open: int
     overflows: int | None
-    """ListenOverflows increase over the window, for the whole network namespace."""
+    """Connections this listener turned away in the window (its own `sk_drops`), or — when
+    the kernel's per-socket count is unavailable — `ListenOverflows` of the whole network
+    namespace, which blames every listener for any one's drops (`overflows_scope`)."""
+    overflows_scope: str = "listener"
+    """"listener" (its own count) or "namespace"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,15 +132,22 @@ def analyse(samples: Sequence[SocketsSample], latest_threads: ThreadsSample | No
     ports = listen_ports(sockets)
     joined = thread_sockets(latest_threads, sockets)
     waiting_on = {sock.inode: tid for tid, (sock, _) in joined.items()}
-    overflow = None
+    namespace = None
     if samples[0].listen_overflows is not None and latest.listen_overflows is not None:
-        overflow = latest.listen_overflows - samples[0].listen_overflows
+        namespace = latest.listen_overflows - samples[0].listen_overflows
+    first_drops = {s.local: s.drops for s in samples[0].sockets if s.state == "LISTEN"}
     half_open = Counter(port(s.local) for s in sockets if s.state in HALF_OPEN)
-    listeners = tuple(
-        Listener(s.local, s.recv_q, s.send_q, half_open[port(s.local)], overflow)
-        for s in sockets
-        if s.state == "LISTEN"
-    )
+    listeners = []
+    for s in sockets:
+        if s.state != "LISTEN":
+            continue
+        before = first_drops.get(s.local)
+        if s.drops is not None and before is not None:
+            own, scope = s.drops - before, "listener"
+        else:
+            own, scope = namespace, "namespace"
+        queued = half_open[port(s.local)]
+        listeners.append(Listener(s.local, s.recv_q, s.send_q, queued, own, scope))
     connections = []
     for sock in sockets:
         if sock.state == "LISTEN":
@@ -145,7 +156,7 @@ def analyse(samples: Sequence[SocketsSample], latest_threads: ThreadsSample | No
         connections.append(Connection(sock, kind, phase(sock, kind), waiting_on.get(sock.inode)))
     by_phase = Counter(c.phase for c in connections)
     return ConnectionsStats(
-        listeners=listeners,
+        listeners=tuple(listeners),
         connections=tuple(connections),
         by_state=tuple(sorted(Counter(s.state for s in sockets).items())),
         by_phase=tuple(sorted(by_phase.items())),

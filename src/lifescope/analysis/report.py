@@ -87,6 +87,9 @@ class ListenView:
     backlog: int
     half_open: int = 0
     overflows: int | None = None
+    overflows_scope: str = "listener"
+    """"listener": this listener's own drops; "namespace": ListenOverflows of the whole
+    network namespace (when the kernel's per-socket count is unavailable)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,7 +447,9 @@ def _connections_view(
     if stats is None or latest is None:
         return ConnectionsView((), (), None, None)
     listen = tuple(
-        ListenView(lv.local, lv.accept_queue, lv.backlog, lv.half_open, lv.overflows)
+        ListenView(
+            lv.local, lv.accept_queue, lv.backlog, lv.half_open, lv.overflows, lv.overflows_scope
+        )
         for lv in stats.listeners
     )
     ranked = sorted(
@@ -723,6 +728,7 @@ def to_json(report: Report) -> dict[str, object]:
                     "backlog": lv.backlog,
                     "half_open": lv.half_open,
                     "overflows": lv.overflows,
+                    "overflows_scope": lv.overflows_scope,
                 }
                 for lv in conn.listen
             ],

@@ -67,6 +67,15 @@ class SocketsProbe(Probe):
                     self._diag = None
         return procnet.read_proc_net_tcp(self.target.pid, fd_by_inode=self._inodes)
 
+    def _listen_drops(self) -> dict[str, int]:
+        """Each listener's own drop count, when netlink works (/proc has no such column)."""
+        if self._diag is None:
+            return {}
+        try:
+            return self._diag.listen_drops()
+        except OSError:
+            return {}
+
     def read_once(self) -> SocketsSample:
         pid = self.target.pid
         now = time.monotonic()
@@ -79,6 +88,7 @@ class SocketsProbe(Probe):
             r.local_port for r in rows if r.state == "LISTEN" and r.inode in self._inodes
         }
         self._ports = listen_ports
+        drops = self._listen_drops() if listen_ports else {}
         sockets = []
         for row in rows:
             fd = self._inodes.get(row.inode) if row.inode else None
@@ -99,6 +109,7 @@ class SocketsProbe(Probe):
                     last_data_sent_ms=row.last_data_sent_ms,
                     bytes_received=row.bytes_received,
                     bytes_acked=row.bytes_acked,
+                    drops=drops.get(row.local) if row.state == "LISTEN" else None,
                 )
             )
         fds, limit = procnet.fd_usage(pid)
