@@ -20,6 +20,7 @@ target's command line, and scraping costs the collector CPU.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -159,16 +160,19 @@ def metrics(rep: Report) -> list[Metric]:
                 "unavailable).", overflows, listener=local)  # fmt: skip
     for state, n in conn.by_state:
         out.set("lifescope_connections", "The target's sockets by TCP state.", n, state=state)
+    out.set("lifescope_keepalive_idle", "Client connections idle between requests (L6 "
+            "keep-alive).", conn.keepalive_idle)  # fmt: skip
     out.set("lifescope_target_open_fds", "File descriptors the target has open.", conn.fds)
     out.set("lifescope_target_max_fds", "The target's fd limit (RLIMIT_NOFILE).", conn.fd_limit)
 
     layers = getattr(rep, "layers", None)  # reports before the layer engine have none
     if layers is not None:
-        now = dict(layers.now)
+        now = Counter(f.layer for f in layers.in_flight)
         for layer, share in layers.shares:
             # Every layer the engine reports on: 0 in flight is a measured 0, not unknown.
+            # (Idle keep-alives are connections, not requests: lifescope_keepalive_idle.)
             out.set("lifescope_requests_in_flight", "Requests in flight now, by the layer "
-                    "they are in (L0 handshake … L6 keep-alive; unknown when their code is "
+                    "they are in (L0 handshake … L5 write; unknown when their code is "
                     "not visible).", now.get(layer, 0), layer=layer)  # fmt: skip
             out.set("lifescope_request_time_ratio", "Share of in-flight request time spent "
                     "in each layer over the window.", share, layer=layer)  # fmt: skip
