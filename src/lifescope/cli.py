@@ -14,18 +14,26 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from lifescope import __version__, outputs, privsep
 from lifescope.options import CollectorOptions
 from lifescope.target import Target, TargetError, parse_pid, resolve
+
+if TYPE_CHECKING:
+    from lifescope.remote.spec import RemoteTarget
 
 
 def _add_version(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"lifescope {__version__}")
 
 
-PID_HELP = "process id of a CPython 3.8–3.13 process"
-SAMPLING = ("probes", "http_lines", "full_rate", "keep_command_line")
+PID_HELP = (
+    "process id of a CPython 3.8–3.13 process, or ssh://[user@]host[:port]/PID for one on "
+    "another machine (collector there, UI here; nothing to install there)"
+)
+SUDO_HELP = "ssh:// only: run the collector on the host with `sudo -n` (a target of another user)"
+SAMPLING = ("probes", "http_lines", "full_rate", "lean", "keep_command_line")
 """Options every live subcommand takes (attach, snapshot, record)."""
 
 
@@ -47,6 +55,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     attach = command("attach", "open the live UI on a running Python process")
     attach.add_argument("pid", help=PID_HELP)
     CollectorOptions.add_arguments(attach, ("record", "force", *SAMPLING))
+    attach.add_argument("--sudo", action="store_true", help=SUDO_HELP)
 
     snap = command("snapshot", "sample headless for N seconds and print a report")
     snap.add_argument("pid", nargs="?", help=PID_HELP)
@@ -65,6 +74,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         help="with --from: end of the window, seconds from the recording's start",
     )
     CollectorOptions.add_arguments(snap, ("seconds", "output", "force", *SAMPLING))
+    snap.add_argument("--sudo", action="store_true", help=SUDO_HELP)
 
     record = command(
         "record", "record a session headless to a file (mode 0600), and/or serve it as metrics"
@@ -75,6 +85,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         ("output", "seconds", "force", *SAMPLING, "prometheus", "prometheus_allow_remote",
          "prometheus_window"),
     )  # fmt: skip
+    record.add_argument("--sudo", action="store_true", help=SUDO_HELP)
 
     exp = command(
         "export", "write a recording as speedscope, Chrome trace (Perfetto) or snapshot JSON"
@@ -126,7 +137,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     )
 
     doctor = command("doctor", "check permissions and tools, with remedies")
-    doctor.add_argument("pid", nargs="?", help="also check this process")
+    doctor.add_argument("pid", nargs="?", help="also check this process (or ssh://host/PID: "
+                        "check that host)")  # fmt: skip
+    doctor.add_argument("--sudo", action="store_true", help=SUDO_HELP)
     return parser, subs
 
 
@@ -136,6 +149,23 @@ def _target_or_exit(text: str, command: str) -> Target:
     except TargetError as exc:
         print(exc.line(), file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
+
+
+def _remote_or_none(text: str | None, args: argparse.Namespace) -> RemoteTarget | None:
+    """The `ssh://` target named, or None for a local pid; exits 2 on a malformed one."""
+    from lifescope.remote import spec
+
+    if not spec.is_remote(text):
+        if getattr(args, "sudo", False):
+            print("lifescope: --sudo is for ssh:// targets — run lifescope itself with sudo "
+                  "for a local one", file=sys.stderr)  # fmt: skip
+            raise SystemExit(2)
+        return None
+    try:
+        return spec.parse(text)  # type: ignore[arg-type]
+    except spec.SpecError as exc:
+        print(f"lifescope: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _load_recording(path: str):  # type: ignore[no-untyped-def]
@@ -182,14 +212,21 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         if args.at is not None:
             print("lifescope: --at needs --from FILE", file=sys.stderr)
             return 2
-        target = _target_or_exit(args.pid, "snapshot")
+        remote = _remote_or_none(args.pid, args)
         # The report goes to -o; the collector's stream only to us.
         options = CollectorOptions.from_namespace(
             args, output=None, force=False, seconds=args.seconds or 3.0
         )
         try:
-            outputs.check(args.output or outputs.STDOUT, args.force)  # refuse before sampling
-            timeline = gather(target.pid, options)
+            if remote is not None:
+                from lifescope.remote import link
+
+                outputs.check(args.output or outputs.STDOUT, args.force)
+                timeline = link.gather(remote, options, sudo=args.sudo)
+            else:
+                target = _target_or_exit(args.pid, "snapshot")
+                outputs.check(args.output or outputs.STDOUT, args.force)  # refuse before sampling
+                timeline = gather(target.pid, options)
         except (CollectorFailed, outputs.OutputError) as exc:
             print(f"lifescope: {exc}", file=sys.stderr)
             return 1
@@ -210,8 +247,9 @@ def cmd_attach(args: argparse.Namespace) -> int:
     from lifescope.ui.app import LifescopeApp
 
     lifecycle.arm_parent_death()  # served by `demo --web`: end with the server that started us
-    target = _target_or_exit(args.pid, "attach")
-    privsep.separate()  # under sudo: from here on the UI is the invoking user
+    remote = _remote_or_none(args.pid, args)
+    target = _target_or_exit(args.pid, "attach") if remote is None else None
+    privsep.separate()  # under sudo: from here on the UI (and its ssh) is the invoking user
     options = CollectorOptions.from_namespace(args)
     if options.record is not None:
         try:
@@ -219,6 +257,18 @@ def cmd_attach(args: argparse.Namespace) -> int:
         except outputs.OutputError as exc:
             print(f"lifescope: {exc}", file=sys.stderr)
             return 1
+    if remote is not None:
+        from lifescope.remote.link import RemoteSession
+
+        try:
+            session = RemoteSession(remote, options, sudo=args.sudo)
+        except outputs.OutputError as exc:
+            print(f"lifescope: {exc}", file=sys.stderr)
+            return 1
+        app = LifescopeApp(remote.pid, options=options, remote=session)
+        app.run()
+        return app.return_code or 0
+    assert target is not None
     app = LifescopeApp(target.pid, options=options)
     app.run()
     return app.return_code or 0
@@ -233,6 +283,9 @@ def cmd_record(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    remote = _remote_or_none(args.pid, args)
+    if remote is not None:
+        return _record_remote(remote, args)
     target = _target_or_exit(args.pid, "record")
     started = time.monotonic()
     code = collector.run(target, CollectorOptions.from_namespace(args))
@@ -241,6 +294,44 @@ def cmd_record(args: argparse.Namespace) -> int:
         print(f"lifescope: recorded {time.monotonic() - started:.1f} s of pid {target.pid} to "
               f"{args.output} ({size:,} bytes)", file=sys.stderr)  # fmt: skip
     return code
+
+
+def _record_remote(remote: RemoteTarget, args: argparse.Namespace) -> int:
+    """`record ssh://host/PID -o FILE`: the host streams, the recording is written here."""
+    from lifescope.remote.link import RemoteSession
+    from lifescope.session import CollectorFailed
+
+    if args.prometheus is not None or args.output in (None, outputs.STDOUT):
+        print("lifescope: record ssh://... needs -o FILE (a local recording); --prometheus "
+              "serves from the machine it runs on — run lifescope there",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    options = CollectorOptions.from_namespace(args, output=None, record=args.output)
+    started = time.monotonic()
+    try:
+        session = RemoteSession(remote, options, sudo=args.sudo)
+    except outputs.OutputError as exc:
+        print(f"lifescope: {exc}", file=sys.stderr)
+        return 1
+    gaps = 0
+    try:
+        for sample in session.samples():
+            if type(sample).__name__ == "LinkGap" and getattr(sample, "ongoing", False):
+                gaps += 1
+                reason = getattr(sample, "reason", "")
+                print(f"lifescope: link to {remote.host} down ({reason}); reconnecting, the "
+                      "gap is marked in the recording", file=sys.stderr)  # fmt: skip
+    except CollectorFailed as exc:
+        print(f"lifescope: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        session.stop()
+    size = os.path.getsize(args.output)
+    print(f"lifescope: recorded {time.monotonic() - started:.1f} s of {remote} to {args.output} "
+          f"({size:,} bytes, {gaps} link outage(s))", file=sys.stderr)  # fmt: skip
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -358,6 +449,14 @@ def _serve_web(pid: int, port: int) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from lifescope import doctor
 
+    remote = _remote_or_none(args.pid, args)
+    if remote is not None:
+        from lifescope.remote import doctor as remote_doctor
+
+        checks = remote_doctor.run(remote, sudo=args.sudo)
+        for check in checks:
+            print(check.line())
+        return 0 if all(c.ok for c in checks if c.name not in remote_doctor.OPTIONAL) else 1
     pid = None
     if args.pid is not None:
         try:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from lifescope import __version__, lifecycle, outputs, redact, stream
 from lifescope.options import DEFAULTS, PROBES, CollectorOptions
 from lifescope.probes.base import Emit, Probe
-from lifescope.probes.budget import Budget
+from lifescope.probes.budget import LEAN_SCALE, Budget
 from lifescope.probes.gil import GilProbe
 from lifescope.probes.packets import PacketsProbe
 from lifescope.probes.pyspy import DumpProbe, StacksProbe
@@ -101,7 +101,11 @@ class Collector:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=QUEUE_MAX)
         self.dropped = 0
         self.probes = build_probes(target, self._offer, options.probes, options.http_lines)
-        self.budget = Budget(enabled=not options.full_rate, pid=target.pid)
+        self.budget = Budget(
+            enabled=not options.full_rate,
+            pid=target.pid,
+            ceiling=LEAN_SCALE if options.lean else 1.0,
+        )
         for probe in self.probes:
             probe.budget = self.budget
         self._stop = threading.Event()
@@ -205,6 +209,7 @@ class Collector:
             rate_scale=self.budget.scale,
             machine_idle=_round4(self.budget.idle_share),
             target_cpu_wait=_round4(self.budget.waiting_share),
+            lean=self.options.lean,
         )
 
 

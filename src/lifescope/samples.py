@@ -290,6 +290,8 @@ class CollectorCost:
     """The machine's idle share (all CPUs) over the last second, as the budget saw it."""
     target_cpu_wait: float | None = None
     """The target's threads' run-queue wait over the last second, in cores (schedstat)."""
+    lean: bool = False
+    """`--lean`: the rates are a quarter by choice (a thin link), not because of the machine."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +326,28 @@ class ProcessesSample:
     processes: tuple[ProcessStat, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class LinkGap:
+    """The link to a remote collector (`attach ssh://host/PID`) was down: nothing was observed
+    between `start` and `t`.
+
+    Written by the UI side, not the collector: the collector on the host died with its
+    session, so only the side that saw the link drop can say so. Sent twice per drop: once
+    when it is seen (`ongoing`, `t` == `start`, so the UI can say "link down since ..." and a
+    recording cut during the outage still says so), and again when a new collector streams
+    (`t` is then the new collector's start). Times are the host's monotonic clock, which a
+    reconnected collector on the same host shares, so the timeline stays one timeline.
+    """
+
+    t: float
+    start: float
+    """The last sample received before the drop (host clock)."""
+    wall_start: float
+    """When the drop was seen, local wall-clock time (what the UI prints)."""
+    reason: str
+    ongoing: bool = False
+
+
 SAMPLE_TYPES: tuple[type, ...] = (
     Hello,
     ProbeStatus,
@@ -338,4 +362,5 @@ SAMPLE_TYPES: tuple[type, ...] = (
     CollectorCost,
     TargetGone,
     ProcessesSample,
+    LinkGap,
 )

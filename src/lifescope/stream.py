@@ -13,6 +13,11 @@ a newer lifescope reads an older stream (missing fields take their defaults) and
 skips fields it does not know. Lines are independent, so a stream cut anywhere (a killed
 collector, a truncated recording) decodes up to the last complete line, and the error names
 the byte offset where it stopped.
+
+Kinds are added without a new version, because an older reader skips a kind its header
+names but it does not know. Added since the first `/1` streams: `LinkGap` (a remote
+session's link was down between two times; written by the UI side of `attach ssh://...`
+into its local recording).
 """
 
 from __future__ import annotations

@@ -74,6 +74,12 @@ class Target:
 _DELETED = " (deleted)"
 
 
+def undeleted(path: str) -> str:
+    """A path from /proc without the kernel's " (deleted)" mark (not `str.removesuffix`: the
+    collector also runs on a host's Python 3.8, see `lifescope.remote.compat`)."""
+    return path[: -len(_DELETED)] if path.endswith(_DELETED) else path
+
+
 def image_of(pid: int) -> str:
     """`/proc/PID/exe` and where the executable is mapped: changes on exec (a re-exec of the
     same interpreter included, since ASLR moves the new image). "" when unreadable.
@@ -82,12 +88,12 @@ def image_of(pid: int) -> str:
     would look like an exec), and without the " (deleted)" an upgrade of the interpreter's
     file on disk appends to the link while the process runs on."""
     try:
-        exe = os.readlink(f"/proc/{pid}/exe").removesuffix(_DELETED)
+        exe = undeleted(os.readlink(f"/proc/{pid}/exe"))
         with open(f"/proc/{pid}/maps", "rb") as handle:
             for line in handle:
                 fields = line.split(maxsplit=5)
                 if len(fields) == 6:
-                    path = fields[5].rstrip(b"\n").decode(errors="replace").removesuffix(_DELETED)
+                    path = undeleted(fields[5].rstrip(b"\n").decode(errors="replace"))
                     if path == exe:
                         return f"{exe}@{fields[0].split(b'-', 1)[0].decode()}"
     except OSError:

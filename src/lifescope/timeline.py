@@ -16,6 +16,7 @@ from lifescope.samples import (
     GilOwnership,
     GilRuns,
     Hello,
+    LinkGap,
     PacketsSample,
     ProbeStatus,
     ProcessesSample,
@@ -46,6 +47,11 @@ class Window:
     tasks: tuple[TasksSample, ...] = ()
     packets: tuple[PacketsSample, ...] = ()
     processes: tuple[ProcessesSample, ...] = ()
+    gaps: tuple[LinkGap, ...] = ()
+    """Closed link outages (remote sessions) overlapping the window: nothing was observed in
+    them, so a share over the window is a share of the time that was seen."""
+    link_down: LinkGap | None = None
+    """Set while a remote session's link is down."""
 
     @property
     def seconds(self) -> float:
@@ -68,6 +74,9 @@ class Timeline:
         self.tasks: deque[TasksSample] = deque(maxlen=maxlen // 100)
         self.packets: deque[PacketsSample] = deque(maxlen=maxlen // 10)
         self.processes: deque[ProcessesSample] = deque(maxlen=maxlen // 100)
+        self.gaps: deque[LinkGap] = deque(maxlen=1000)
+        """Every closed link outage of a remote session (kept whole: one per reconnection)."""
+        self.link_down: LinkGap | None = None
         self.first_t: float | None = None
         self.last_t: float | None = None
         self.received = 0
@@ -106,6 +115,12 @@ class Timeline:
                 self.statuses[sample.probe] = sample
             case TargetGone():
                 self.gone = sample
+            case LinkGap():
+                if sample.ongoing:
+                    self.link_down = sample
+                else:
+                    self.link_down = None
+                    self.gaps.append(sample)
 
     def _append(self, buffer: deque, sample: object) -> None:  # type: ignore[type-arg]
         buffer.append(sample)
@@ -140,4 +155,6 @@ class Timeline:
             tasks=cut(self.tasks),
             packets=cut(self.packets),
             processes=cut(self.processes),
+            gaps=tuple(g for g in self.gaps if g.t >= start and g.start <= end),
+            link_down=self.link_down,
         )

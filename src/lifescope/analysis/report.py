@@ -151,6 +151,8 @@ class CostView:
     """Below 1 when the probes were shedding load (the machine was saturated) at the end."""
     machine_idle: float | None = None
     target_cpu_wait: float | None = None
+    lean: bool = False
+    """`--lean`: rates lowered by choice for a thin link."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,7 +522,13 @@ def _cost_view(window: Window) -> CostView:
     errors = sum(n for _, n in costs[-1].errors) - sum(n for _, n in costs[0].errors)
     last = costs[-1]
     return CostView(
-        cpu, last.rss_bytes, errors, last.rate_scale, last.machine_idle, last.target_cpu_wait
+        cpu,
+        last.rss_bytes,
+        errors,
+        last.rate_scale,
+        last.machine_idle,
+        last.target_cpu_wait,
+        last.lean,
     )
 
 
@@ -763,6 +771,8 @@ def to_json(report: Report) -> dict[str, object]:
 
 def shedding_note(cost: CostView) -> str:
     """What the header says while the probes shed load; the same words in text and UI."""
+    if cost.lean:
+        return f"lean mode (thin link): sampling at ×{cost.rate_scale:g}"
     facts = []
     if cost.machine_idle is not None:
         facts.append(f"{_pct(cost.machine_idle)} idle")

@@ -31,7 +31,7 @@ import socket
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 __all__ = [
     "MAX_FILTER_PORTS",
@@ -102,7 +102,8 @@ class Program:
 
 # --- assembler ------------------------------------------------------------------------------------
 
-_Target = str | int | None  # a label, a relative offset, or None for "next instruction"
+if TYPE_CHECKING:  # annotations only: a runtime `|` of types needs 3.10 (remote collectors: 3.8)
+    _Target = str | int | None  # a label, a relative offset, or None for "next instruction"
 
 
 class _Asm:

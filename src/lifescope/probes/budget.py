@@ -31,6 +31,8 @@ CALM_IDLE = 0.30
 """Back to full rate when the idle share is over this. Not on the target's wait falling:
 shedding is what makes it fall, and full rate would bring it back (rates would flap)."""
 SHED_SCALE = 0.25
+LEAN_SCALE = 0.25
+"""`--lean` (a thin link to a remote collector): the rates of a shedding collector, always."""
 HOLD_S = 2.0
 """How long the signals must stay past a threshold before the rates change."""
 
@@ -69,12 +71,15 @@ class Budget:
         pid: int | None = None,
         read: Callable[[], tuple[int, int]] = read_cpu_times,
         read_delay: Callable[[int], int] = run_delay_ns,
+        ceiling: float = 1.0,
     ) -> None:
         self.enabled = enabled
+        self.ceiling = ceiling
+        """The highest scale allowed (`LEAN_SCALE` in lean mode); shedding goes below it."""
         self.pid = pid
         self._read = read
         self._read_delay = read_delay
-        self.scale = 1.0
+        self.scale = ceiling
         self.idle_share: float | None = None
         self.waiting_share: float | None = None
         """The target's run-queue wait per second of wall time (cores' worth)."""
@@ -101,15 +106,15 @@ class Budget:
         if delay is not None and last_delay is not None:
             waiting = max(0, delay - last_delay) / 1e9 / (now - last_t)
             self.waiting_share = waiting
-        if not self.enabled:
-            return self.scale
-        if self.scale < 1.0:
+        if not self.enabled or self.ceiling <= SHED_SCALE:
+            return self.scale  # full rate by request; or lean, already as slow as shedding
+        if self.scale < self.ceiling:
             crossing = idle > CALM_IDLE
         else:
             crossing = idle < BUSY_IDLE and (self.pid is None or (waiting or 0.0) >= STARVED)
         self._past_threshold_s = self._past_threshold_s + (now - last_t) if crossing else 0.0
         if self._past_threshold_s >= HOLD_S:
-            self.scale = 1.0 if self.scale < 1.0 else SHED_SCALE
+            self.scale = self.ceiling if self.scale < self.ceiling else SHED_SCALE
             self._past_threshold_s = 0.0
         return self.scale
 

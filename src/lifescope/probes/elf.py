@@ -26,14 +26,28 @@ import contextlib
 import os
 import re
 import struct
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.constants import SH_FLAGS
-from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import SymbolTableSection
+from lifescope.target import undeleted
+
+try:
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.constants import SH_FLAGS
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
+    _NO_ELFTOOLS: str | None = None
+except (ImportError, TypeError) as exc:
+    # pyelftools 0.32+ needs Python 3.10; a remote collector may run on a host's 3.8 or 3.9
+    # (`attach ssh://`), where the readers that need symbols say so and the rest work.
+    _NO_ELFTOOLS = f"pyelftools does not run on this host's Python {sys.version.split()[0]} ({exc})"
+
+    class ELFError(Exception):  # type: ignore[no-redef]
+        pass
+
 
 __all__ = [
     "ElfImage",
@@ -145,7 +159,7 @@ def _open_target_file(pid: int, maps: list[Mapping]) -> tuple[str, os.stat_resul
     build of the library (upgraded on disk since the target started) would give wrong addresses.
     """
     first = maps[0]
-    path = first.path.removesuffix(" (deleted)")
+    path = undeleted(first.path)
     candidates = [
         f"/proc/{pid}/map_files/{first.start:x}-{first.end:x}",
         f"/proc/{pid}/root{path}",
@@ -177,6 +191,10 @@ def _load_image(open_path: str, display_path: str, st: os.stat_result) -> ElfIma
 
 
 def _parse_image(open_path: str, display_path: str) -> ElfImage:
+    if _NO_ELFTOOLS is not None:
+        raise ElfLookupError(
+            f"{_NO_ELFTOOLS}: install a Python 3.10+ there (lifescope uses the newest)"
+        )
     try:
         with open(open_path, "rb") as f:
             elf = ELFFile(f)
@@ -280,7 +298,7 @@ def _load_bias(image: ElfImage, maps: list[Mapping]) -> int:
 
 
 def _version_from_name(path: str) -> tuple[int, int] | None:
-    base = os.path.basename(path.removesuffix(" (deleted)"))
+    base = os.path.basename(undeleted(path))
     m = _LIBPYTHON_RE.search(base) or _EXE_RE.search(base)
     return (int(m.group(1)), int(m.group(2))) if m else None
 
@@ -295,7 +313,7 @@ def _group_by_file(maps: list[Mapping]) -> dict[tuple[str, int], list[Mapping]]:
 
 def _exe_path(pid: int) -> str | None:
     with contextlib.suppress(OSError):
-        return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+        return undeleted(os.readlink(f"/proc/{pid}/exe"))
     return None
 
 
@@ -322,7 +340,7 @@ def find_python_binary(pid: int) -> PythonBinary:
         path = key[0]
         if _LIBPYTHON_RE.search(os.path.basename(path)):
             return 0
-        if exe is not None and path.removesuffix(" (deleted)") == exe:
+        if exe is not None and undeleted(path) == exe:
             return 1
         return 2
 

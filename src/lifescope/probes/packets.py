@@ -76,7 +76,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from lifescope.probes import bpf, procnet
 from lifescope.probes.base import Emit, Probe
@@ -166,7 +166,8 @@ class TcpSegment:
     """Offset of the payload in the captured bytes."""
 
 
-_Parsed = tuple[int, bytes, bytes, int, int, int, int, int, int, int]
+if TYPE_CHECKING:  # annotations only: `tuple[...]` at runtime needs 3.9 (remote collectors: 3.8)
+    _Parsed = tuple[int, bytes, bytes, int, int, int, int, int, int, int]
 
 
 def _parse(data: bytes) -> _Parsed | None:

@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual.app import App, ComposeResult
@@ -36,6 +36,9 @@ from lifescope.options import DEFAULTS, CollectorOptions
 from lifescope.replay import Player
 from lifescope.samples import Frame
 from lifescope.session import CollectorFailed, CollectorProcess
+
+if TYPE_CHECKING:
+    from lifescope.remote.link import RemoteSession
 from lifescope.timeline import Timeline, Window
 from lifescope.ui.panes import ConnectionsPane, GilPane, LayersPane, Pane, ThreadsPane
 
@@ -297,9 +300,12 @@ class LifescopeApp(App[int]):
         player: Player | None = None,
         options: CollectorOptions = DEFAULTS,
         stage: Stage | None = None,
+        remote: RemoteSession | None = None,
     ) -> None:
         super().__init__()
         self.pid = pid
+        self.remote = remote
+        """An `ssh://` session: its collector runs on another host and may reconnect."""
         self.player = player
         self.options = options
         self.stage = stage
@@ -310,7 +316,7 @@ class LifescopeApp(App[int]):
         self.clock = clock
         self.timeline = Timeline(horizon_s=LIVE_HORIZON_S)
         self.paused = False
-        self.collector: CollectorProcess | None = None
+        self.collector: CollectorProcess | RemoteSession | None = None
         self.failure: str | None = None
         self.renders = 0
         self.last_report: analysis.Report | None = None
@@ -358,7 +364,10 @@ class LifescopeApp(App[int]):
         if self.player is not None:
             self.timeline = self.player.timeline
             return
-        if self._source is None and self.pid is not None:
+        if self._source is None and self.remote is not None:
+            self.collector = self.remote
+            self._source = self.remote.samples
+        elif self._source is None and self.pid is not None:
             self.collector = CollectorProcess(self.pid, self.options)
             self._source = self.collector.samples
         if self._source is None:
@@ -488,9 +497,12 @@ class LifescopeApp(App[int]):
         text.append_text(self._state_text())
         if hello is None:
             if self.failure is None:
-                text.append(f"  attaching to pid {self.pid}…")
+                where = f"{self.remote.target}" if self.remote is not None else f"pid {self.pid}"
+                text.append(f"  attaching to {where}…")
         else:
             text.append(f"  pid {hello.pid}", style="bold")
+            if self.remote is not None:
+                text.append(f" on {self.remote.target.host}", style="bold")
             text.append(f" · Py {hello.python}", style="cyan")
             if report is not None and report.uptime_s is not None:
                 text.append(f" · up {_duration(report.uptime_s)}")
@@ -547,6 +559,16 @@ class LifescopeApp(App[int]):
         if gone is not None:
             when = time.strftime("%H:%M:%S", time.localtime(self._wall(gone.t)))
             return Text(f"✖ TARGET GONE at {when} — data kept", style="bold red")
+        down = self.timeline.link_down
+        if down is not None:
+            when = time.strftime("%H:%M:%S", time.localtime(down.wall_start))
+            text = Text(f"⚠ LINK DOWN since {when} — data kept", style="bold red")
+            remote = self.remote
+            if remote is not None and remote.retry_at is not None:
+                wait = max(0.0, remote.retry_at - time.monotonic())
+                text.append(f"; reconnecting (try {remote.attempt}, next in {wait:.0f} s)",
+                            style="yellow")  # fmt: skip
+            return text
         if self.paused:
             return Text("⏸ PAUSED", style="bold yellow")
         if self._ended.is_set() and self.collector is not None:
@@ -580,6 +602,9 @@ class LifescopeApp(App[int]):
         from lifescope.target import python_children
 
         if self.player is not None or self.pid is None:
+            return
+        if self.remote is not None:
+            self.notify("over ssh://, attach to a worker by its pid: ssh://host/PID")
             return
         master = self.master_pid or self.pid
         workers = python_children(master)
