@@ -154,8 +154,11 @@ class RemoteCollector:
             raise
 
     def error_text(self) -> str:
-        self._stderr.seek(0)
-        lines = self._stderr.read().decode(errors="replace").splitlines()
+        try:
+            self._stderr.seek(0)
+            lines = self._stderr.read().decode(errors="replace").splitlines()
+        except ValueError:  # closed by stop()
+            return ""
         # ssh's own chatter is not the error ("Warning: Permanently added ... known hosts").
         useful = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("Warning:")]
         return useful[-1] if useful else ""
@@ -308,15 +311,19 @@ class RemoteSession:
             except stream.StreamError as exc:
                 broke = True
                 self.last_error = str(exc)
+            link_failed = self._link_failed(collector)
+            if not self.last_error or not broke:
+                self.last_error = collector.error_text() or self.last_error
             collector.stop()
             if self._stopped.is_set() or not self.reconnect:
                 return
-            if not broke and not self._link_failed(collector):
+            if not broke and not link_failed:
                 return  # the host's collector ended by itself (--seconds, a clean stop)
             if self._deadline is not None and time.monotonic() >= self._deadline:
                 return
             if down is None:
-                reason = self.last_error or collector.error_text() or "connection lost"
+                code = collector.proc.returncode
+                reason = self.last_error or f"connection lost (ssh exit {code})"
                 down = LinkGap(last_t or 0.0, last_t or 0.0, time.time(), reason, ongoing=True)
                 yield down
             wait = BACKOFF_S[min(self.attempt, len(BACKOFF_S) - 1)]
