@@ -156,6 +156,12 @@ def exit_on_signals(request_exit: Callable[[int], None]) -> Callable[[], None]:
     return restore
 
 
+def exiting() -> bool:
+    """True once this process has begun to end (a signal): nothing new may be started, such
+    as a reconnection of an `ssh://` session whose ssh was just stopped by that signal."""
+    return _exiting.is_set()
+
+
 def begin_exit(code: int) -> bool:
     """Start ending this process: SIGTERM to every child now (tracked ones, and any other
     direct child, such as the `attach` processes textual-serve starts for `demo --web`), then a

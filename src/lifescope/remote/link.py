@@ -315,7 +315,7 @@ class RemoteSession:
             if not self.last_error or not broke:
                 self.last_error = collector.error_text() or self.last_error
             collector.stop()
-            if self._stopped.is_set() or not self.reconnect:
+            if self._stopped.is_set() or not self.reconnect or lifecycle.exiting():
                 return
             if not broke and not link_failed:
                 return  # the host's collector ended by itself (--seconds, a clean stop)

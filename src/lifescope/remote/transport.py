@@ -65,13 +65,13 @@ def ssh_argv(target: RemoteTarget, remote_command: str, lean: bool = False) -> l
 
 
 def remote_command(boot_size: int, args: list[str], sudo: bool = False) -> str:
-    """The line the host's login shell runs: `sh -c SCRIPT` (under `sudo -n` for a target of
-    another user: never a password prompt, see `ssh_argv`), with the boot program's size and
-    the boot's arguments."""
+    """The line the host's login shell runs: `/bin/sh -c SCRIPT` (under `sudo -n` for a target
+    of another user: never a password prompt, see `ssh_argv`), with the boot program's size
+    and the boot's arguments."""
     pythons = [os.environ[PYTHON_ENV]] if os.environ.get(PYTHON_ENV) else []
     pythons += PYTHONS
     script = _SCRIPT.format(pythons=" ".join(shlex.quote(p) for p in pythons), no_python=NO_PYTHON)
-    words = ["sh", "-c", script, "lifescope-remote", str(boot_size), *args]
+    words = ["/bin/sh", "-c", script, "lifescope-remote", str(boot_size), *args]
     if sudo:
         words = ["sudo", "-n", "--", *words]
     return " ".join(shlex.quote(w) for w in words)

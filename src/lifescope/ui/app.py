@@ -744,6 +744,8 @@ class LifescopeApp(App[int]):
     def on_unmount(self) -> None:
         if self.collector is not None:
             self.collector.stop()
+        if self.remote is not None and self._reader is not None:
+            self._reader.join(timeout=5)  # it closes the local recording of the session
         if self._restore_signals is not None:
             self._restore_signals()
 
