@@ -216,3 +216,58 @@ def test_unreachable_host_and_bad_spec_say_the_fix(host: Sshd) -> None:
     assert "ssh to nobody@127.0.0.1 failed" in done.stderr and "BatchMode" in done.stderr
     done = _cli("attach", "ssh://host/notapid")
     assert done.returncode == 2 and "names no process id" in done.stderr
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
+
+
+def _local_ssh_clients(host: Sshd) -> list[int]:
+    """ssh clients connected to the test server (this machine's side of the link)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as handle:
+                    argv = handle.read().split(b"\0")
+            except OSError:
+                continue
+            if argv[:1] == [b"ssh"] and str(host.port).encode() in argv:
+                found.append(int(name))
+    return found
+
+
+def test_lifescope_killed_leaves_nothing_on_the_host_and_keeps_its_recording(
+    host: Sshd, target_as: Callable[[str], Target], tmp_path
+) -> None:
+    """SIGKILL: no handler runs, no stop is sent. ssh loses its stdin, the channel closes, the
+    host's collector ends; what was flushed locally replays."""
+    target = target_as("a")
+    target.load()
+    out = tmp_path / "killed.lsr"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lifescope", "record", host.url("a", target.pid), "-o", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if out.exists() and out.stat().st_size > 20_000:
+                break
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.2)
+        assert host.pids_of("a") != [target.pid], "no session on the host yet"
+        ssh = [p for p in _local_ssh_clients(host) if _parent(p) == proc.pid]
+        assert ssh, "no ssh client under lifescope"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert_host_clean(host, "a", target)
+    assert not wait_gone(ssh), "the local ssh client outlived lifescope"
+    recording = load(str(out))
+    assert recording.hello.pid == target.pid
+    assert sum(isinstance(s, CollectorCost) for s in recording.samples) >= 1
