@@ -24,6 +24,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ("bench_cost.py", "cost.json"),
         ("bench_ui.py", "ui.json"),
         ("bench_compare.py", "compare.json"),
+        ("bench_remote.py", "remote.json"),
     ],
 )
 def test_quick_benchmark_runs(script: str, result: str) -> None:

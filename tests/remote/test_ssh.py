@@ -79,6 +79,23 @@ async def test_attach_over_ssh_every_pane_live(
         assert first is not None and first.mode == "bundle"
         print(f"\nbundle: {first.shipped_bytes:,} bytes to Python {first.host_python}; ready "
               f"{first.ready_s:.2f} s, first sample {first.first_sample_s:.2f} s")  # fmt: skip
+
+        # The link drops: the header says so with the time, the panes keep what they had.
+        first_t, received = app.timeline.first_t, app.timeline.received
+        assert session.current is not None
+        os.kill(session.current.proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while "LINK DOWN since" not in str(app.query_one("#header", Static).render()):
+            assert time.monotonic() < deadline, "the header never said the link was down"
+            await pilot.pause(0.2)
+        header = str(app.query_one("#header", Static).render())
+        assert "data kept" in header and time.strftime("%H:") in header
+        assert all(rows(app, p) > 0 for p in PANES)
+        while "● live" not in str(app.query_one("#header", Static).render()):
+            assert time.monotonic() < deadline + 30, "never reconnected"
+            await pilot.pause(0.2)
+        assert app.timeline.first_t == first_t and app.timeline.received > received
+        assert len(app.timeline.gaps) == 1
         await pilot.press("q")
     assert_host_clean(host, "a", target)
     assert target.served > 0

@@ -6,13 +6,14 @@ the UI and the demo) with their data files, pyelftools when the host's Python ca
 unless the host already has the same py-spy on its PATH. No psutil or scapy: the collector
 imports neither (sockets come from netlink or /proc, packets from its own BPF and parser).
 
-Built in memory once per process and kind of host, so a reconnection ships the same bytes
-without building them again.
+Built once per kind of host and kept in the user's cache (`cache_dir`), so a reconnection or
+the next session ships the same bytes without building them again.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import os
 import platform
@@ -26,6 +27,8 @@ from lifescope.probes.pyspy import find_pyspy
 _EXCLUDED = ("ui", "demo")
 """Subpackages the collector never imports (Textual, the demo server)."""
 _DATA = (".py", ".json", ".toml")
+KEEP = 4
+"""Bundles kept in the cache (each ~3 MB): the newest, for the kinds of host seen lately."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,51 +73,95 @@ def _local_pyspy_version(binary: str) -> str:
     return words[-1] if words else ""
 
 
-def _add_tree(
-    archive: zipfile.ZipFile, root: str, arcroot: str, exclude: tuple[str, ...] = ()
-) -> int:
-    count = 0
+def _tree(root: str, arcroot: str, exclude: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(path, name in the zip) of every module and data file under `root`."""
+    entries = []
     for directory, subdirs, names in os.walk(root):
         rel = os.path.relpath(directory, root)
-        top = rel.split(os.sep)[0]
-        if top in exclude:
+        if rel.split(os.sep)[0] in exclude:
             subdirs[:] = []
             continue
         subdirs[:] = sorted(d for d in subdirs if d != "__pycache__")
         for name in sorted(names):
             if name.endswith(_DATA):
-                path = os.path.join(directory, name)
-                archive.write(path, os.path.normpath(os.path.join(arcroot, rel, name)))
-                count += 1
-    return count
+                arcname = os.path.normpath(os.path.join(arcroot, rel, name))
+                entries.append((os.path.join(directory, name), arcname))
+    return entries
+
+
+def cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "lifescope", "bundles")
+
+
+def _cached(key: str) -> bytes | None:
+    try:
+        with open(os.path.join(cache_dir(), f"{key}.zip"), "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _store(key: str, data: bytes) -> None:
+    """Keep a built bundle for the next session (an LZMA build takes seconds). Best effort:
+    a cache that cannot be written costs only time. Written beside and renamed, so a reader
+    never sees half a file."""
+    directory = cache_dir()
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        tmp = os.path.join(directory, f".{key}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.rename(tmp, os.path.join(directory, f"{key}.zip"))
+        kept = sorted(
+            (os.path.join(directory, n) for n in os.listdir(directory) if n.endswith(".zip")),
+            key=os.path.getmtime,
+        )
+        for old in kept[:-KEEP]:  # bundles of older versions and other kinds of host
+            os.unlink(old)
+    except OSError:
+        return
 
 
 @functools.lru_cache(maxsize=4)
 def build(host: HostFacts, lean: bool = False) -> Bundle:
     """The bundle for this host. `lean` (a thin link) compresses with LZMA where the host can
     unpack it: 2.4 MB instead of 3.2 MB, but ~5 s of CPU to build instead of ~0.6 s
-    (measured here), which only a thin link repays."""
+    (measured here) — once: a built bundle is kept in the user's cache, keyed by the
+    sha256 of everything in it, so the next session sends it at once."""
     method = zipfile.ZIP_LZMA if (lean and host.lzma) else zipfile.ZIP_DEFLATED
-    buffer = io.BytesIO()
     notes: list[str] = []
-    with zipfile.ZipFile(buffer, "w", compression=method) as archive:
-        files = _add_tree(archive, os.path.dirname(lifescope.__file__), "lifescope", _EXCLUDED)
-        elftools = host.python >= (3, 10)
-        if elftools:
-            import elftools as elftools_package
+    entries = _tree(os.path.dirname(lifescope.__file__), "lifescope", _EXCLUDED)
+    elftools = host.python >= (3, 10)
+    if elftools:
+        import elftools as elftools_package
 
-            files += _add_tree(archive, os.path.dirname(elftools_package.__file__), "elftools")
-        else:
-            notes.append(f"host Python {host.python[0]}.{host.python[1]} < 3.10: no GIL or "
-                         "asyncio memory readers (GIL from py-spy dumps)")  # fmt: skip
-        binary = find_pyspy()
-        ours = _local_pyspy_version(binary) if binary else ""
-        ship = bool(binary) and host.pyspy != ours and host.machine == platform.machine()
-        if ship:
-            archive.write(binary, "bin/py-spy")  # type: ignore[arg-type]
-            files += 1
-        elif host.pyspy == ours:
-            notes.append(f"using the host's py-spy {ours}")
-        else:
-            notes.append(f"no py-spy for a {host.machine} host: no stacks (install py-spy there)")
-    return Bundle(buffer.getvalue(), files, ship, elftools, "; ".join(notes))
+        entries += _tree(os.path.dirname(elftools_package.__file__), "elftools")
+    else:
+        notes.append(f"host Python {host.python[0]}.{host.python[1]} < 3.10: no GIL or "
+                     "asyncio memory readers (GIL from py-spy dumps)")  # fmt: skip
+    binary = find_pyspy()
+    ours = _local_pyspy_version(binary) if binary else ""
+    ship = bool(binary) and host.pyspy != ours and host.machine == platform.machine()
+    if ship:
+        entries.append((binary, "bin/py-spy"))  # type: ignore[arg-type]
+    elif host.pyspy == ours:
+        notes.append(f"using the host's py-spy {ours}")
+    else:
+        notes.append(f"no py-spy for a {host.machine} host: no stacks (install py-spy there)")
+    digest = hashlib.sha256(f"{lifescope.__version__} {method}".encode())
+    for path, arcname in entries:
+        digest.update(arcname.encode() + b"\0")
+        with open(path, "rb") as handle:
+            digest.update(hashlib.sha256(handle.read()).digest())
+    key = digest.hexdigest()[:32]
+    data = _cached(key)
+    if data is None:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=method) as archive:
+            for path, arcname in entries:
+                archive.write(path, arcname)
+        data = buffer.getvalue()
+        _store(key, data)
+    return Bundle(data, len(entries), ship, elftools, "; ".join(notes))
