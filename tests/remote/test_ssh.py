@@ -180,6 +180,13 @@ def test_target_of_another_user_needs_sudo(host: Sshd, target_as: Callable[[str]
     assert statuses.get("stacks") == "ok", statuses
     assert any(isinstance(s, StacksWindow) and s.spans for s in got)
     assert target.state() != "T"
+    # The collector ran as root under sudo: it and its private directory are gone too.
+    hello = next(s for s in got if isinstance(s, Hello))
+    assert not wait_gone([hello.collector_pid])
+    assert not [
+        d for d in private_dirs(0) if d.startswith(f"lifescope-remote-{hello.collector_pid}-")
+    ]
+    assert_host_clean(host, "a", target)
 
 
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
