@@ -39,8 +39,8 @@ SSH_FAILED = 255
 FLUSH_S = 0.1
 
 _BOOT = os.path.join(os.path.dirname(__file__), "boot.py")
-_LOCAL_ONLY = {"output": None, "record": None, "force": False, "prometheus": None,
-               "prometheus_allow_remote": False}  # fmt: skip
+_LOCAL_ONLY = {"output": None, "record": None, "record_fd": None, "force": False,
+               "prometheus": None, "prometheus_allow_remote": False}  # fmt: skip
 """Options that name local files or ports: never passed to the host's collector."""
 
 
