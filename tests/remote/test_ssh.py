@@ -23,7 +23,14 @@ from lifescope.options import CollectorOptions
 from lifescope.recording import load
 from lifescope.remote import spec
 from lifescope.remote.link import RemoteSession
-from lifescope.samples import CollectorCost, Hello, LinkGap, ProbeStatus, StacksWindow
+from lifescope.samples import (
+    CollectorCost,
+    Hello,
+    LinkGap,
+    ProbeStatus,
+    StacksWindow,
+    TargetGone,
+)
 from lifescope.session import CollectorFailed
 from lifescope.ui.app import LifescopeApp
 from lifescope.ui.panes import Pane
@@ -133,6 +140,10 @@ def test_connection_killed_mid_session_reconnects_and_marks_the_gap(
 
     wait(lambda: sum(isinstance(s, CollectorCost) for s in seen) >= 2)
     first_hello = next(s for s in seen if isinstance(s, Hello))
+    # The bundle lives in a directory only the session's user can enter.
+    [private] = private_dirs(host.users["a"].uid)
+    assert private.startswith(f"lifescope-remote-{first_hello.collector_pid}-")
+    assert os.stat(f"/tmp/{private}").st_mode & 0o777 == 0o700
     assert session.current is not None
     os.kill(session.current.proc.pid, signal.SIGKILL)  # the link dies: ssh is gone
     wait(lambda: any(isinstance(s, LinkGap) and s.ongoing for s in seen))
@@ -158,6 +169,28 @@ def test_connection_killed_mid_session_reconnects_and_marks_the_gap(
     after = [s for s in recording.samples if getattr(s, "t", -1) >= closed.t]
     assert before and after
     assert len(recording.samples) >= kept - 5  # every sample seen is in the recording
+
+
+def test_a_target_that_exits_during_an_outage_is_gone_not_retried(
+    host: Sshd, target_as: Callable[[str], Target]
+) -> None:
+    target = target_as("a")
+    options = CollectorOptions(probes=("threads",))
+    session = RemoteSession(spec.parse(host.url("a", target.pid)), options)
+    seen: list[object] = []
+    samples = session.samples()
+    for sample in samples:
+        seen.append(sample)
+        if isinstance(sample, CollectorCost):
+            break
+    assert session.current is not None
+    os.kill(session.current.proc.pid, signal.SIGKILL)
+    target.stop()  # while the link is down
+    rest = list(samples)  # ends by itself: no reconnection loop
+    assert isinstance(rest[0], LinkGap) and rest[0].ongoing
+    gone = rest[-1]
+    assert isinstance(gone, TargetGone) and "no process with pid" in gone.reason
+    assert session.connections == 1
 
 
 def test_target_of_another_user_needs_sudo(host: Sshd, target_as: Callable[[str], Target]) -> None:
@@ -236,10 +269,13 @@ def test_doctor_checks_the_host_and_names_the_fix(
     assert "[ok  ] ptrace" in done.stdout and "[ok  ] CAP_NET_RAW" in done.stdout
 
 
-def test_unreachable_host_and_bad_spec_say_the_fix(host: Sshd) -> None:
+def test_unreachable_host_bad_pid_and_bad_spec_say_the_fix(host: Sshd) -> None:
     done = _cli("snapshot", f"ssh://nobody@127.0.0.1:{host.port}/1", "--seconds", "1")
     assert done.returncode == 1
     assert "ssh to nobody@127.0.0.1 failed" in done.stderr and "BatchMode" in done.stderr
+    done = _cli("snapshot", host.url("a", 999_999), "--seconds", "1")
+    assert done.returncode == 1
+    assert done.stderr.startswith("lifescope: no process with pid 999999"), done.stderr
     done = _cli("attach", "ssh://host/notapid")
     assert done.returncode == 2 and "names no process id" in done.stderr
 

@@ -103,10 +103,14 @@ def _end_on_stall(out, stall_s, cleanup):
 
 
 def _end_with_channel(cleanup):
-    """Stdin carries nothing after the handshake: its EOF means the session is over."""
-    source = sys.stdin.buffer
+    """Stdin carries nothing after the handshake: its EOF means the session is over.
+
+    Read from the descriptor, not `sys.stdin.buffer`: a daemon thread blocked inside the
+    buffered reader holds its lock, and the interpreter's shutdown then aborts on it ("could
+    not acquire lock for <stdin> at interpreter shutdown") instead of exiting with the
+    collector's own code and message."""
     try:
-        while source.read(65536):
+        while os.read(sys.stdin.fileno(), 65536):
             pass
     except (OSError, ValueError):
         pass

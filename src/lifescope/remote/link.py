@@ -39,6 +39,8 @@ SSH_FAILED = 255
 FLUSH_S = 0.1
 
 _BOOT = os.path.join(os.path.dirname(__file__), "boot.py")
+_GONE_WORDS = ("no process with pid", "is a zombie")
+"""`target.resolve`'s words for a pid that no longer runs: ended during an outage."""
 _LOCAL_ONLY = {"output": None, "record": None, "record_fd": None, "force": False,
                "prometheus": None, "prometheus_allow_remote": False}  # fmt: skip
 """Options that name local files or ports: never passed to the host's collector."""
@@ -161,7 +163,9 @@ class RemoteCollector:
             return ""
         # ssh's own chatter is not the error ("Warning: Permanently added ... known hosts").
         useful = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("Warning:")]
-        return useful[-1] if useful else ""
+        last = useful[-1] if useful else ""
+        # The host's collector speaks as "lifescope: ..."; the caller adds its own prefix.
+        return last[len("lifescope: ") :] if last.startswith("lifescope: ") else last
 
     def explain(self) -> str:
         """The failure in one line, with the fix where a known cause is recognised."""
@@ -247,6 +251,7 @@ class RemoteSession:
         self.last_error = ""
         self.first: RemoteCollector | None = None
         """The first connection that streamed (its handshake numbers are the ones to report)."""
+        self._hello: Hello | None = None
         self._stopped = threading.Event()
         self._recorder = (
             _Recorder(options.record, options.force) if options.record is not None else None
@@ -293,7 +298,12 @@ class RemoteSession:
                     if isinstance(sample, Hello):
                         self.connections += 1
                         if self.first is None:
-                            self.first = collector
+                            self.first, self._hello = collector, sample
+                        elif self._replaced(sample):
+                            yield TargetGone(last_t or sample.mono_at_start,
+                                             f"pid {sample.pid} is another process since the "
+                                             "link came back (restarted or reused)")  # fmt: skip
+                            return
                     t = getattr(sample, "t", None)
                     last_t = t if t is not None else last_t
                     yield sample
@@ -301,7 +311,7 @@ class RemoteSession:
                         return
             except CollectorFailed as exc:
                 if self.connections == 0 or not self._link_failed(collector):
-                    if down is not None and "no such process" in str(exc).lower():
+                    if down is not None and any(w in str(exc) for w in _GONE_WORDS):
                         yield TargetGone(last_t or 0.0, f"gone while the link was down: {exc}")
                         return
                     if self._stopped.is_set():
@@ -331,6 +341,10 @@ class RemoteSession:
             self.retry_at = time.monotonic() + wait
             if self._stopped.wait(wait):
                 return
+
+    def _replaced(self, hello: Hello) -> bool:
+        """A reconnection found the pid held by a process started at another time."""
+        return self._hello is not None and hello.start_ticks != self._hello.start_ticks
 
     @staticmethod
     def _link_failed(collector: RemoteCollector) -> bool:
