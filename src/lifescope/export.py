@@ -45,6 +45,8 @@ from lifescope.samples import (
     GilOwnership,
     GilRuns,
     Hello,
+    PacketsSample,
+    SocketsSample,
     StacksWindow,
     ThreadsSample,
 )
@@ -102,6 +104,7 @@ def _gather(source: Source, start: float | None, end: float | None) -> _Session:
     session = _Session(hello=hello, origin=origin, lo=lo, hi=hi)
     comm: dict[int, str] = {}
     python_names: dict[int, str] = {}
+    responses: list[SocketsSample | PacketsSample] = []  # where loop callbacks end
     for sample in samples:
         match sample:
             case StacksWindow():
@@ -120,6 +123,9 @@ def _gather(source: Source, start: float | None, end: float | None) -> _Session:
                     session.threads.append(sample)
             case GilOwnership():
                 python_names.update(sample.threads)
+            case SocketsSample() | PacketsSample():
+                if lo <= sample.t <= hi:
+                    responses.append(sample)
     # Python's thread names (from py-spy) over the kernel's 15-byte comm names.
     session.names = {**comm, **python_names}
     session.stacks.sort(key=lambda w: (w.start, w.t))
@@ -133,6 +139,10 @@ def _gather(source: Source, start: float | None, end: float | None) -> _Session:
         session.stacks,
         session.history if session.gil_info is not None else None,
         session.gil_info,
+        boundaries=concurrency.response_instants(
+            [r for r in responses if isinstance(r, SocketsSample)],
+            [r for r in responses if isinstance(r, PacketsSample)],
+        ),
     )
     return session
 
