@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import signal
 import socket
 import subprocess
 import textwrap
@@ -267,6 +268,84 @@ def test_gunicorn_master_finds_and_aggregates_all_workers(gunicorn) -> None:  # 
         assert scraped[("lifescope_process_connections", *key)] == p["connections"]
         assert scraped[("lifescope_process_cpu_ratio", *key)] == p["cpu_share"]
         assert scraped[("lifescope_process_resident_memory_bytes", *key)] == p["rss_bytes"]
+
+
+def test_attached_to_the_master_the_workers_requests_are_seen(gunicorn) -> None:  # type: ignore[no-untyped-def]
+    """Truth: 2 sync workers, 2 closed-loop clients on a route whose before_request sleeps
+    (L3). Attached to the master — which serves nothing — the layers are the workers', and
+    every request in flight names the worker serving it."""
+    from lifescope.target import python_children
+
+    master, port = gunicorn(workers=2)
+    wait_for(lambda: len(python_children(master)) == 2, timeout=20)
+    workers = set(python_children(master))
+    stop = threading.Event()
+    clients = hammer(port, "/slow-auth", stop, workers=2)
+    try:
+        time.sleep(0.5)
+        result = report.build(collect(master, 4.0).window())
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(15)
+    assert largest(result) == "L3", result.layers
+    code = [f for f in result.layers.in_flight if f.tid is not None]  # type: ignore[union-attr]
+    assert code and {f.pid for f in code} <= workers, code
+    assert [p.role for p in result.processes].count("worker") == 2
+
+
+FASTAPI_SLEEPS = """
+import asyncio
+from fastapi import FastAPI
+app = FastAPI()
+
+@app.get("/wait")
+async def wait():
+    await asyncio.sleep(0.2)  # the handler waits: layer 4, parked as a task
+    return "ok"
+"""
+
+
+def test_uvicorn_workers_master_aggregates_the_workers_tasks(tmp_path: Path) -> None:
+    """`uvicorn --workers 2`: the master is a supervisor without an event loop; the requests
+    are parked tasks in the workers. multiprocessing's resource tracker is a Python child too,
+    and is named for what it is, not counted as a worker."""
+    pytest.importorskip("fastapi")
+    (tmp_path / "sleepy.py").write_text(textwrap.dedent(FASTAPI_SLEEPS))
+    port = free_port()
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "uvicorn", "--app-dir", str(tmp_path), "--port", str(port),
+         "--workers", "2", "--log-level", "warning", "sleepy:app"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    stop = threading.Event()
+    clients: list[threading.Thread] = []
+    try:
+        wait_listening(port)
+        from lifescope.probes.family import Family
+        from lifescope.target import resolve
+
+        wait_for(lambda: len(Family(resolve(proc.pid)).workers()) == 2, timeout=30)
+        clients = hammer(port, "/wait", stop, workers=4)
+        time.sleep(1.0)
+        result = report.build(collect(proc.pid, 4.0).window())
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(15)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert largest(result) == "L4", result.layers
+    roles = sorted(p.role for p in result.processes)
+    assert roles == ["main", "resource-tracker", "worker", "worker"], result.processes
+    workers = {p.pid for p in result.processes if p.role == "worker"}
+    parked = [f for f in result.layers.in_flight if f.task]  # type: ignore[union-attr]
+    assert len(parked) >= 2 and {f.pid for f in parked} <= workers, parked
+    assert len(result.loops) == 2 and {loop.pid for loop in result.loops} == workers
 
 
 # --- FastAPI under uvicorn -------------------------------------------------------------

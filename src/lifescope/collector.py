@@ -29,6 +29,7 @@ from lifescope import __version__, lifecycle, outputs, redact, stream
 from lifescope.options import DEFAULTS, PROBES, CollectorOptions
 from lifescope.probes.base import Emit, Probe
 from lifescope.probes.budget import LEAN_SCALE, Budget
+from lifescope.probes.family import Family
 from lifescope.probes.gil import GilProbe
 from lifescope.probes.packets import PacketsProbe
 from lifescope.probes.pyspy import DumpProbe, StacksProbe
@@ -51,15 +52,16 @@ FLUSH_EVERY_S = 0.1
 def build_probes(
     target: Target, emit: Emit, names: Sequence[str], http_lines: bool = False
 ) -> list[Probe]:
+    family = Family(target)  # a pre-fork master's workers are read as part of it
     factories = {
         "gil": lambda: GilProbe(target, emit),
-        "threads": lambda: ThreadsProbe(target, emit),
-        "stacks": lambda: StacksProbe(target, emit),
+        "threads": lambda: ThreadsProbe(target, emit, family=family),
+        "stacks": lambda: StacksProbe(target, emit, family=family),
         "dump": lambda: DumpProbe(target, emit),
-        "sockets": lambda: SocketsProbe(target, emit),
+        "sockets": lambda: SocketsProbe(target, emit, family=family),
         "packets": lambda: PacketsProbe(target, emit, http_lines=http_lines),
-        "tasks": lambda: TasksProbe(target, emit),
-        "workers": lambda: WorkersProbe(target, emit),
+        "tasks": lambda: TasksProbe(target, emit, family=family),
+        "workers": lambda: WorkersProbe(target, emit, family=family),
     }
     probes = {name: factories[name]() for name in names}
     dump = probes.get("dump")

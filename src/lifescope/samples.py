@@ -62,6 +62,9 @@ class ThreadStat:
     """Syscall number the thread is blocked in; -1 when running user code; None if unreadable."""
     arg0: int | None
     """First syscall argument — the fd for read/recvfrom/sendto, the address for futex."""
+    pid: int | None = None
+    """The process of this thread when it is not the attached one: a pre-fork master's
+    worker (`probes/family.py`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,9 @@ class StacksWindow:
     """Stack traces py-spy reported taking in the window, summed over threads."""
     errors: int
     rate_hz: float
+    pids: tuple[tuple[int, int], ...] = ()
+    """(tid, pid) of every thread of a process other than the attached one (py-spy
+    `--subprocesses` on a pre-fork master)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +193,8 @@ class Socket:
     bytes_acked: int | None = None
     drops: int | None = None
     """A listener's own count of connections turned away (`sk_drops`; `ss -ltm`'s `d`)."""
+    pid: int | None = None
+    """The process whose `fd` this is, when it is not the attached one (a worker)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +265,8 @@ class TaskInfo:
     """What the innermost coroutine waits on: "future", "sleep", "task:NAME", "lock", ..."""
     awaited_by: int | None = None
     """Address of the task that awaits this one, when known."""
+    pid: int | None = None
+    """The process of this task when it is not the attached one (a pre-fork worker)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +316,8 @@ class ProcessStat:
 
     pid: int
     role: str
-    """"main" (the process attached to) or "worker" (a Python child of it)."""
+    """"main" (the process attached to), "worker", or a helper that serves no request:
+    "resource-tracker", "forkserver", "router" (`probes/family.py`)."""
     cpu_ticks: int
     """utime + stime of all its threads, in clock ticks."""
     rss_bytes: int

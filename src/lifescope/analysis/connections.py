@@ -103,12 +103,13 @@ def thread_sockets(
     socket's fd: "worker-3 in recvfrom on fd 17 → 10.0.0.5:5432"."""
     if threads is None:
         return {}
-    by_fd = {s.fd: s for s in sockets if s.fd is not None}
+    by_fd = {(s.pid, s.fd): s for s in sockets if s.fd is not None}  # fds are per process
     joined = {}
     for thread in threads.threads:
         name = syscalls.name(thread.syscall)
-        if name in syscalls.FD_FIRST and thread.arg0 is not None and thread.arg0 in by_fd:
-            joined[thread.tid] = (by_fd[thread.arg0], name or "")
+        sock = by_fd.get((thread.pid, thread.arg0)) if thread.arg0 is not None else None
+        if name in syscalls.FD_FIRST and sock is not None:
+            joined[thread.tid] = (sock, name or "")
     return joined
 
 

@@ -233,6 +233,8 @@ class InFlight:
     thread: int | None
     task: str | None
     conn: str | None
+    pid: int | None = None
+    """The worker serving it (a pre-fork server); None: the attached process."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,9 +262,9 @@ class _IdleReaders:
         for sample in threads:
             nearest = sockets[max(0, bisect_right(socket_times, sample.t) - 1)]
             ports = conns.listen_ports(nearest.sockets)
-            by_fd = {s.fd: s for s in nearest.sockets if s.fd is not None}
+            by_fd = {(s.pid, s.fd): s for s in nearest.sockets if s.fd is not None}
             for thread in sample.threads:
-                sock = by_fd.get(thread.arg0) if thread.arg0 is not None else None
+                sock = by_fd.get((thread.pid, thread.arg0)) if thread.arg0 is not None else None
                 idle = (
                     sock is not None
                     and syscalls.name(thread.syscall) in syscalls.SOCKET_READ
@@ -406,6 +408,9 @@ def analyse(
     joined = set(socket_stats.threads) if socket_stats is not None else set()
     idle = _IdleReaders(thread_samples, socket_samples)
     segments = _thread_segments(stacks, rules, start, end, middleware, joined, idle)
+    thread_pids = {t.tid: t.pid for sample in thread_samples[-3:] for t in sample.threads if t.pid}
+    for window in stacks[-2:]:
+        thread_pids.update(window.pids)
     time_in: Counter[str] = Counter()
     in_flight: list[InFlight] = []
     for tid, parts in segments.items():
@@ -419,8 +424,11 @@ def analyse(
                     break
                 since = lo
             in_flight.append(
-                InFlight(last.layer, round(last_hi - since, 3), last.evidence, tid, None, None)
-            )
+                InFlight(
+                    last.layer, round(last_hi - since, 3), last.evidence, tid, None, None,
+                    thread_pids.get(tid),
+                )
+            )  # fmt: skip
 
     def threads_busy_at(t: float) -> int:
         """Threads serving a request at `t`. The padding bridges the ~0.1 s between two py-spy
@@ -448,7 +456,9 @@ def analyse(
             time_in[decision.layer] += dt
     parked_now = task_layers[-1][1] if task_layers else []
     for task, decision in parked_now:
-        in_flight.append(InFlight(decision.layer, None, decision.evidence, None, task.name, None))
+        in_flight.append(
+            InFlight(decision.layer, None, decision.evidence, None, task.name, None, task.pid)
+        )
     task_times = [t for t, _ in task_layers]
 
     def parked_at(t: float) -> int:
@@ -512,9 +522,10 @@ def _kernel_in_flight(stats: conns.ConnectionsStats | None, code_units: int) -> 
             what = "unread request" if layer == "L2" else c.phase
             found.append(
                 InFlight(
-                    layer, None, f"{layer} {what}: {c.socket.peer}", c.thread, None, c.socket.peer
+                    layer, None, f"{layer} {what}: {c.socket.peer}", c.thread, None, c.socket.peer,
+                    c.socket.pid,
                 )
-            )
+            )  # fmt: skip
         elif c.kind == "client" and c.phase == "request":
             request_phase += 1
     found += [

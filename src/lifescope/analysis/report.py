@@ -64,6 +64,8 @@ class ThreadView:
     """The last few seconds of states, one character per sample, oldest first."""
     socket: SocketRef | None = None
     """The socket this thread is blocked on now (read/recv/send/accept/connect), if any."""
+    pid: int | None = None
+    """Its process: the attached one, or a pre-fork master's worker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,8 @@ class LoopView:
     tasks: task_analysis.TasksSummary | None = None
     task_source: str | None = None
     """"memory" (every task, read from the target), "stacks" (the running one only) or None."""
+    pid: int | None = None
+    """The process running this loop (a pre-fork server has one per worker)."""
 
 
 SERIES_STEP_S = 0.5
@@ -200,6 +204,8 @@ class InFlightView:
     task: str | None
     conn: str | None
     tid: int | None = None
+    pid: int | None = None
+    """The process serving it: the attached one, or a pre-fork master's worker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +300,7 @@ def _thread_views(
     conn_stats: connections.ConnectionsStats | None = None,
 ) -> tuple[ThreadView, ...]:
     clock = window.hello.clock_ticks if window.hello else 100
+    target = window.hello.pid if window.hello else None
     first: dict[int, tuple[float, int]] = {}
     last: dict[int, tuple[float, object]] = {}
     for sample in window.threads:
@@ -358,6 +365,7 @@ def _thread_views(
                 state_shares=tuple(conc.state_shares.get(tid, {}).items()),
                 strip=strips.get(tid, ""),
                 socket=_socket_ref(tid, conn_stats),
+                pid=thread.pid or target,  # type: ignore[attr-defined]
             )
         )
     views.sort(key=lambda v: (-(v.cpu_share or 0.0), v.tid))
@@ -564,6 +572,7 @@ def build(window: Window, rules: tuple[layer_rules.Rule, ...] | None = None) -> 
         window.threads,
     )
     tasks_summary = task_analysis.summarize(window.tasks)
+    pids = {t.tid: t.pid for t in threads if t.pid is not None}
     loops = tuple(
         LoopView(
             tid=loop.tid,
@@ -582,6 +591,7 @@ def build(window: Window, rules: tuple[layer_rules.Rule, ...] | None = None) -> 
             executors=loop.executors,
             tasks=tasks_summary,
             task_source=task_analysis.task_source((*window.tasks, *window.stacks)),
+            pid=pids.get(loop.tid) or (hello.pid if hello else None),
         )
         for loop in conc.loops
     )
@@ -617,6 +627,7 @@ def build(window: Window, rules: tuple[layer_rules.Rule, ...] | None = None) -> 
                     f.task,
                     f.conn,
                     f.thread,
+                    f.pid or (hello.pid if hello else None),
                 )
                 for f in layer_stats.in_flight
             ),
@@ -681,6 +692,7 @@ def to_json(report: Report) -> dict[str, object]:
                 "socket": None
                 if t.socket is None
                 else {"fd": t.socket.fd, "peer": t.socket.peer, "kind": t.socket.kind},
+                "pid": t.pid,
             }
             for t in report.threads
         ],
@@ -696,6 +708,7 @@ def to_json(report: Report) -> dict[str, object]:
         "event_loops": [
             {
                 "tid": loop.tid,
+                "pid": loop.pid,
                 "busy_share": loop.busy_share,
                 "running": loop.running,
                 "executors": list(loop.executors),
@@ -725,6 +738,7 @@ def to_json(report: Report) -> dict[str, object]:
                 "thread": f.thread,
                 "conn": f.conn,
                 "task": f.task,
+                "pid": f.pid,
             }
             for f in (report.layers.in_flight if report.layers else ())
         ],

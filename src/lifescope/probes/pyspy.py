@@ -34,6 +34,7 @@ from lifescope.analysis.frames import innermost_app, label
 from lifescope.outputs import private_directory
 from lifescope.probes.base import Emit, Probe
 from lifescope.probes.budget import rate_within
+from lifescope.probes.family import Family
 from lifescope.samples import Frame, GilOwnership, StackSpan, StacksWindow
 from lifescope.target import Target
 
@@ -62,6 +63,7 @@ def thread_count(pid: int) -> int:
 
 
 _THREAD_FRAME = re.compile(r"^thread \((\d+)\)(?::\s?(.*))?$")
+_PROCESS_FRAME = re.compile(r"^process (\d+):")
 _COUNTS = re.compile(r"Samples:\s*(\d+)\s+Errors:\s*(\d+)")
 
 
@@ -103,31 +105,51 @@ def parse_chrometrace(
     events: Sequence[dict[str, Any]],
     end_mono: float,
     source: Callable[[str, int], str | None] | None = None,
+    tid_of: Callable[[int, int], int] | None = None,
 ) -> tuple[tuple[Frame, ...], tuple[StackSpan, ...], tuple[tuple[int, str], ...]]:
     """Turn py-spy's begin/end events into per-thread spans of identical stacks.
 
-    py-spy emits `B` when a frame appears at a sample and `E` when it is gone; the outermost
-    frame of every thread is a pseudo-frame `thread (OS_TID): NAME`. Timestamps are µs from
-    the recording's start; `end_mono` (when py-spy finished) anchors its last event on our
-    monotonic clock, which is accurate to py-spy's file-writing time (a few ms).
+    py-spy emits `B` when a frame appears at a sample and `E` when it is gone, per thread
+    key; the outermost frame of every thread is a pseudo-frame `thread (OS_TID): NAME`.
+    Timestamps are µs from the recording's start; `end_mono` (when py-spy finished) anchors
+    its last event on our monotonic clock, which is accurate to py-spy's file-writing time
+    (a few ms).
+
+    With `--subprocesses` (a pre-fork master and its workers) py-spy's thread key is a
+    pthread id that a forked worker shares with its master, so one key's events interleave
+    the processes, each sample's stack under an extra pseudo-frame `process PID: CMDLINE`
+    (and an `E` event may carry the next sample's pid). The key's stack is rebuilt the way
+    py-spy writes it; each stack is then the sample of the process and thread its pseudo-
+    frames name, and spans are made per (process, thread). `tid_of(pid, os_tid)` maps the
+    OS thread id py-spy names to ours (a worker forked by uWSGI still names its master's).
     """
     frames: list[Frame] = []
     frame_index: dict[tuple[str, str, int], int] = {}
+    pseudo: list[tuple[int, int, str]] = []
+    """Pseudo-frames as (pid, os_tid, name); stored on stacks as -1 - index."""
+    pseudo_index: dict[str, int] = {}
     open_stacks: dict[int, list[int]] = {}
-    os_tid: dict[int, int] = {}
+    last_pid: dict[int, int] = {}
     names: dict[int, str] = {}
-    current: dict[int, tuple[float, tuple[int, ...]]] = {}
+    current: dict[tuple[int, int], tuple[float, tuple[int, ...]]] = {}
     spans: list[StackSpan] = []
     last_ts = max((float(e.get("ts", 0)) for e in events), default=0.0)
     offset = end_mono - last_ts / 1e6
+    ours: dict[tuple[int, int], int] = {}
 
-    def close(tid: int, ts: float) -> None:
-        started = current.pop(tid, None)
+    def our_tid(pid: int, os_tid: int) -> int:
+        key = (pid, os_tid)
+        if key not in ours:
+            ours[key] = tid_of(pid, os_tid) if tid_of is not None else os_tid
+        return ours[key]
+
+    def close(who: tuple[int, int], ts: float) -> None:
+        started = current.pop(who, None)
         if started is None or not started[1]:
             return
         start = offset + started[0] / 1e6
         end = offset + ts / 1e6
-        spans.append(StackSpan(os_tid.get(tid, tid), start, end, started[1]))
+        spans.append(StackSpan(our_tid(*who), start, end, started[1]))
 
     by_ts: list[tuple[float, int, dict[str, Any]]] = [
         (float(e.get("ts", 0)), i, e) for i, e in enumerate(events) if e.get("ph") in ("B", "E")
@@ -137,43 +159,68 @@ def parse_chrometrace(
     pending_ts: float | None = None
 
     def flush(ts: float) -> None:
-        for tid in changed:
-            stack = tuple(reversed(open_stacks.get(tid, [])))
-            previous = current.get(tid)
+        for key in changed:
+            pid, os_tid = last_pid.get(key, 0), key
+            real: list[int] = []
+            for entry in open_stacks.get(key, []):
+                if entry >= 0:
+                    real.append(entry)
+                    continue
+                p_pid, p_tid, p_name = pseudo[-1 - entry]
+                if p_pid:
+                    pid = p_pid
+                else:
+                    os_tid = p_tid
+                    names[our_tid(pid, os_tid)] = p_name
+            stack = tuple(reversed(real))
+            who = (pid, os_tid)
+            previous = current.get(who)
             if previous is not None and previous[1] == stack:
                 continue
-            close(tid, ts)
+            close(who, ts)
             if stack:
-                current[tid] = (ts, stack)
+                current[who] = (ts, stack)
         changed.clear()
 
     for ts, _, event in by_ts:
         if pending_ts is not None and ts != pending_ts:
             flush(pending_ts)
         pending_ts = ts
-        tid = int(event.get("tid", 0))
+        key = int(event.get("tid", 0))
         name = str(event.get("name", ""))
         args = event.get("args") or {}
-        thread_match = _THREAD_FRAME.match(name) if not args.get("filename") else None
-        stack = open_stacks.setdefault(tid, [])
-        if thread_match:
-            os_tid[tid] = int(thread_match.group(1))
-            names[os_tid[tid]] = thread_match.group(2) or ""
+        stack = open_stacks.setdefault(key, [])
+        changed.add(key)
+        if event["ph"] == "E":
+            if stack:
+                stack.pop()
             continue
-        if event["ph"] == "B":
-            key = (name, str(args.get("filename", "")), int(args.get("line", 0) or 0))
-            index = frame_index.get(key)
+        if event.get("pid") is not None:
+            last_pid[key] = int(event["pid"])
+        if not args.get("filename"):
+            index = pseudo_index.get(name)
             if index is None:
-                index = frame_index[key] = len(frames)
-                frames.append(Frame(*key))
-            stack.append(index)
-        elif stack:
-            stack.pop()
-        changed.add(tid)
+                process = _PROCESS_FRAME.match(name)
+                thread = _THREAD_FRAME.match(name)
+                entry = (
+                    (int(process.group(1)), 0, "") if process
+                    else (0, int(thread.group(1)), thread.group(2) or "") if thread
+                    else (0, 0, "")
+                )  # fmt: skip
+                index = pseudo_index[name] = len(pseudo)
+                pseudo.append(entry)
+            stack.append(-1 - index)
+            continue
+        frame_key = (name, str(args.get("filename", "")), int(args.get("line", 0) or 0))
+        index = frame_index.get(frame_key)
+        if index is None:
+            index = frame_index[frame_key] = len(frames)
+            frames.append(Frame(*frame_key))
+        stack.append(index)
     if pending_ts is not None:
         flush(pending_ts)
-    for tid in list(current):
-        close(tid, last_ts)
+    for who in list(current):
+        close(who, last_ts)
     if source is not None:
         innermost = {span.stack[0] for span in spans if span.stack}
         for index in innermost:
@@ -234,8 +281,11 @@ class StacksProbe(Probe):
         rate_hz: int = MAX_STACKS_HZ,
         window_s: float = 1.0,
         native: bool = False,
+        family: Family | None = None,
     ) -> None:
         super().__init__(target, emit)
+        self.family = family
+        """With workers (a pre-fork master), one py-spy follows them all (`--subprocesses`)."""
         self.max_rate_hz = rate_hz
         self.rate_hz = rate_hz
         self.window_s = window_s
@@ -278,7 +328,9 @@ class StacksProbe(Probe):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(out)
         seconds = max(1, round(self.window_s))
-        rate = stacks_rate_for(thread_count(self.target.pid), self.max_rate_hz)
+        workers = self.family.workers() if self.family is not None else ()
+        threads = sum(thread_count(pid) for pid in (self.target.pid, *workers))
+        rate = stacks_rate_for(threads, self.max_rate_hz)
         self.rate_hz = max(min(rate, MIN_STACKS_HZ), round(rate * self.budget.scale))
         argv = [
             binary,
@@ -297,6 +349,8 @@ class StacksProbe(Probe):
             "--idle",
         ]
         argv.append("--native" if self.native else "--nonblocking")
+        if workers:
+            argv.append("--subprocesses")
         started = time.monotonic()
         self.process = subprocess.Popen(
             argv,
@@ -328,9 +382,26 @@ class StacksProbe(Probe):
         samples, errors = (int(counts.group(1)), int(counts.group(2))) if counts else (0, 0)
         if isinstance(events, dict):
             events = events.get("traceEvents", [])
-        frames, spans, names = parse_chrometrace(events, ended, self.source)
+        pids: dict[int, int] = {}
+        frames, spans, names = parse_chrometrace(
+            events, ended, self.source, lambda pid, tid: self._our_tid(pid, tid, pids)
+        )
         start = max(started, ended - seconds)
-        return StacksWindow(ended, start, frames, spans, names, samples, errors, self.rate_hz)
+        return StacksWindow(
+            ended, start, frames, spans, names, samples, errors, self.rate_hz,
+            tuple(sorted(pids.items())),
+        )  # fmt: skip
+
+    def _our_tid(self, pid: int, tid: int, pids: dict[int, int]) -> int:
+        """The thread id to report, noting which process a worker's threads belong to. A
+        worker forked after its app was loaded (uWSGI) still names its master's thread id
+        for its main thread: not one of its own, so it is the worker's main thread."""
+        if not pid or pid == self.target.pid:
+            return tid
+        if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+            tid = pid
+        pids[tid] = pid
+        return tid
 
 
 def parse_dump(threads: Sequence[dict[str, Any]], now: float) -> GilOwnership:

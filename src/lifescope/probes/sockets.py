@@ -12,11 +12,13 @@ with `fd=None`, when their local port is one the target listens on — they are 
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from lifescope.probes import procnet
 from lifescope.probes.base import Emit, Probe
 from lifescope.probes.budget import rate_within
+from lifescope.probes.family import MAIN, WORKER, Family
 from lifescope.probes.netlink_diag import SockDiag, TcpSocket
 from lifescope.samples import Socket, SocketsSample
 from lifescope.target import Target
@@ -38,10 +40,18 @@ def rate_for(rows: int, max_hz: float) -> float:
 class SocketsProbe(Probe):
     probe_name = "sockets"
 
-    def __init__(self, target: Target, emit: Emit, rate_hz: float = 2.0) -> None:
+    def __init__(
+        self, target: Target, emit: Emit, rate_hz: float = 2.0, family: Family | None = None
+    ) -> None:
         super().__init__(target, emit)
         self.rate_hz = rate_hz
+        self.family = family
+        """A pre-fork master's workers' sockets are the server's too: their fds are read."""
         self._inodes: dict[int, int] = {}
+        self._owners: dict[int, int] = {}
+        """inode → pid, for sockets of a process other than the attached one."""
+        self._foreign: set[int] = set()
+        """Inodes of the family's helpers (not workers): not the server's connections."""
         self._inodes_at = 0.0
         self._diag: SockDiag | None = None
         self._source = "netlink"
@@ -81,6 +91,23 @@ class SocketsProbe(Probe):
         now = time.monotonic()
         if now - self._inodes_at >= INODE_REFRESH_S:
             self._inodes = procnet.socket_inodes(pid)
+            self._owners = {}
+            self._foreign = set()
+            for member in self.family.members() if self.family is not None else ():
+                if member.role not in (MAIN, WORKER):
+                    # A helper's sockets (uWSGI's router holds the clients' side of every
+                    # request it forwards to a worker): the same request, not another one.
+                    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                        self._foreign.update(procnet.socket_inodes(member.pid))
+            for worker in self.family.workers() if self.family is not None else ():
+                try:
+                    owned = procnet.socket_inodes(worker)
+                except (FileNotFoundError, ProcessLookupError):
+                    continue  # exited since the listing
+                for inode, fd in owned.items():
+                    if inode not in self._inodes:  # shared (the listener): the master's
+                        self._inodes[inode] = fd
+                        self._owners[inode] = worker
             self._inodes_at = now
         rows = self._rows()
         self.rows_seen = len(rows)  # what the next read will decode again: its cost
@@ -92,6 +119,8 @@ class SocketsProbe(Probe):
         sockets = []
         for row in rows:
             fd = self._inodes.get(row.inode) if row.inode else None
+            if fd is None and row.inode in self._foreign:
+                continue
             if fd is None and (row.state == "LISTEN" or row.local_port not in listen_ports):
                 continue  # not the target's, and not waiting for it on its own ports
             sockets.append(
@@ -110,6 +139,7 @@ class SocketsProbe(Probe):
                     bytes_received=row.bytes_received,
                     bytes_acked=row.bytes_acked,
                     drops=drops.get(row.local) if row.state == "LISTEN" else None,
+                    pid=self._owners.get(row.inode) if row.inode else None,
                 )
             )
         fds, limit = procnet.fd_usage(pid)

@@ -18,12 +18,14 @@ server may import it after we attach.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from lifescope.probes.asyncio_reader import AsyncioReader, TasksUnavailable
 from lifescope.probes.base import Emit, Probe
+from lifescope.probes.family import Family
 from lifescope.probes.gil_reader import GilReader, GilUnavailable
-from lifescope.samples import TasksSample
+from lifescope.samples import TaskInfo, TasksSample
 from lifescope.target import Target
 
 DEFAULT_HZ = 2.0
@@ -38,58 +40,91 @@ class TasksProbe(Probe):
     probe_name = "tasks"
 
     def __init__(
-        self, target: Target, emit: Emit, rate_hz: float = DEFAULT_HZ, max_tasks: int = 5000
+        self,
+        target: Target,
+        emit: Emit,
+        rate_hz: float = DEFAULT_HZ,
+        max_tasks: int = 5000,
+        family: Family | None = None,
     ) -> None:
         super().__init__(target, emit)
         self.rate_hz = max(0.1, min(rate_hz, 20.0))
         self.max_tasks = max(1, max_tasks)
+        self.family = family
+        """A pre-fork master's workers run the event loops: their tasks are read too."""
+        self._readers: dict[int, AsyncioReader] = {}
+        self._failures: dict[int, tuple[TasksUnavailable, float]] = {}
+        """pid → why its reader could not open, and when to try again (never: inf)."""
         self._gil: GilReader | None = None
         self._gil_failed = False
         self._loop: int | None = None
         self._loop_tid: int | None = None
         self._loop_checked = 0.0
 
-    def sample_loop(self) -> None:
-        while not self.stopping:
-            reader = self._attach()
-            if reader is None:
-                return
-            if not self._run(reader):
-                return
+    def _pids(self) -> tuple[int, ...]:
+        return self.family.serving() if self.family is not None else (self.target.pid,)
 
-    def _attach(self) -> AsyncioReader | None:
-        """Open the reader, retrying while waiting may help; None when the probe should end."""
-        while not self.stopping:
-            try:
-                reader = AsyncioReader.open(self.target.pid)
-            except TasksUnavailable as exc:
-                self.set_status(exc.status, exc.reason, exc.remedy or None)
-                if exc.status == "gone" or not exc.retry or not self.target.alive():
-                    return None
-                if not self.sleep(RETRY_S):
-                    return None
-                continue
-            self.set_status("ok")
+    def _open(self, pid: int, now: float) -> AsyncioReader | None:
+        reader = self._readers.get(pid)
+        if reader is not None:
             return reader
-        return None
+        failed = self._failures.get(pid)
+        if failed is not None and now < failed[1]:
+            return None
+        try:
+            reader = AsyncioReader.open(pid)
+        except TasksUnavailable as exc:
+            again = now + RETRY_S if exc.retry and exc.status != "gone" else float("inf")
+            self._failures[pid] = (exc, again)
+            return None
+        self._failures.pop(pid, None)
+        self._readers[pid] = reader
+        return reader
 
-    def _run(self, reader: AsyncioReader) -> bool:
-        """Sample until stopped (False) or the reader must be re-opened (True)."""
+    def sample_loop(self) -> None:
         period = 1.0 / self.rate_hz
         while not self.stopping:
             started = time.monotonic()
-            try:
-                tasks, total, errors = reader.read(self.max_tasks)
-            except TasksUnavailable as exc:
-                self.set_status(exc.status, exc.reason, exc.remedy or None)
-                if exc.status == "gone" or not self.target.alive():
-                    return False
-                return self.sleep(RETRY_S)
+            pids = self._pids()
+            for gone in set(self._readers) - set(pids):
+                del self._readers[gone]
+            tasks: list[TaskInfo] = []
+            total = errors = 0
+            loop_tid = None
+            for pid in pids:
+                reader = self._open(pid, started)
+                if reader is None:
+                    continue
+                try:
+                    found, count, torn = reader.read(self.max_tasks)
+                except TasksUnavailable as exc:
+                    del self._readers[pid]
+                    self._failures[pid] = (exc, started + RETRY_S)
+                    continue
+                if pid != self.target.pid:
+                    found = [dataclasses.replace(task, pid=pid) for task in found]
+                elif loop_tid is None:
+                    loop_tid = self._busiest_loop_tid(reader)
+                tasks += found
+                total += count
+                errors += torn
+            if not self._readers:
+                failed = self._failures.get(self.target.pid) or next(
+                    iter(self._failures.values()), None
+                )
+                if failed is not None:
+                    exc = failed[0]
+                    self.set_status(exc.status, exc.reason, exc.remedy or None)
+                    if exc.status == "gone" or not self.target.alive():
+                        return
+                if not self.sleep(RETRY_S):
+                    return
+                continue
             read_ms = (time.monotonic() - started) * 1000.0
             self.emit(
                 TasksSample(
                     t=time.monotonic(),
-                    loop_tid=self._busiest_loop_tid(reader),
+                    loop_tid=loop_tid,
                     tasks=tuple(tasks),
                     total=total,
                     read_ms=round(read_ms, 3),
@@ -108,8 +143,7 @@ class TasksProbe(Probe):
             shed = period / self.budget.scale  # slower while the machine is saturated
             wait = max(shed - elapsed, elapsed * (1.0 / MAX_DUTY - 1.0))
             if not self.sleep(wait):
-                return False
-        return False
+                return
 
     # ------------------------------------------------------------------ loop thread
     def _busiest_loop_tid(self, reader: AsyncioReader) -> int | None:

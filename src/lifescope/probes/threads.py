@@ -16,6 +16,7 @@ import time
 
 from lifescope.probes.base import Emit, Probe
 from lifescope.probes.budget import rate_within
+from lifescope.probes.family import Family
 from lifescope.samples import ThreadsSample, ThreadStat
 from lifescope.target import Target
 
@@ -79,43 +80,65 @@ class _TaskFiles:
 class ThreadsProbe(Probe):
     probe_name = "threads"
 
-    def __init__(self, target: Target, emit: Emit, max_hz: float = MAX_HZ) -> None:
+    def __init__(
+        self, target: Target, emit: Emit, max_hz: float = MAX_HZ, family: Family | None = None
+    ) -> None:
         super().__init__(target, emit)
         self.max_hz = max_hz
-        self._files: dict[int, _TaskFiles] = {}
+        self.family = family
+        """A pre-fork master's workers are read too, one sample per process each tick."""
+        self._files: dict[int, dict[int, _TaskFiles]] = {}
         self._syscall_denied = False
 
-    def _refresh_tasks(self) -> None:
-        tids = {int(t) for t in os.listdir(f"/proc/{self.target.pid}/task")}
-        for tid in list(self._files):
+    def _pids(self) -> tuple[int, ...]:
+        return self.family.serving() if self.family is not None else (self.target.pid,)
+
+    def _refresh_tasks(self, pid: int) -> dict[int, _TaskFiles]:
+        """This process's threads' open files; raises FileNotFoundError if it is gone."""
+        tids = {int(t) for t in os.listdir(f"/proc/{pid}/task")}
+        files = self._files.setdefault(pid, {})
+        for tid in list(files):
             if tid not in tids:
-                self._files.pop(tid).close()
-        for tid in tids - self._files.keys():
+                files.pop(tid).close()
+        for tid in tids - files.keys():
             try:
-                files = _TaskFiles(self.target.pid, tid)
+                opened = _TaskFiles(pid, tid)
             except FileNotFoundError:
                 continue
-            if files.syscall_fd is None:
+            if opened.syscall_fd is None:
                 self._syscall_denied = True
-            self._files[tid] = files
+            files[tid] = opened
+        return files
 
     def read_once(self) -> ThreadsSample:
-        self._refresh_tasks()
-        now = time.monotonic()
+        """Every thread of the attached process, and of its workers (tagged with their pid).
+        A worker that exited is forgotten; the attached one's exit raises."""
+        pids = self._pids()
+        for gone in set(self._files) - set(pids):
+            for files in self._files.pop(gone).values():
+                files.close()
         threads = []
-        for tid, files in list(self._files.items()):
+        for pid in pids:
             try:
-                comm, state, ticks = parse_stat(os.pread(files.stat_fd, 1024, 0))
-                number = arg0 = None
-                if files.syscall_fd is not None:
-                    number, arg0 = parse_syscall(os.pread(files.syscall_fd, 256, 0))
-            except OSError as exc:
-                if exc.errno in (errno.ESRCH, errno.ENOENT):
-                    self._files.pop(tid).close()
-                    continue
-                raise
-            threads.append(ThreadStat(tid, comm, state, ticks, number, arg0))
-        return ThreadsSample(now, tuple(threads))
+                files = self._refresh_tasks(pid)
+            except FileNotFoundError:
+                if pid == self.target.pid:
+                    raise
+                continue
+            tag = None if pid == self.target.pid else pid
+            for tid, task in list(files.items()):
+                try:
+                    comm, state, ticks = parse_stat(os.pread(task.stat_fd, 1024, 0))
+                    number = arg0 = None
+                    if task.syscall_fd is not None:
+                        number, arg0 = parse_syscall(os.pread(task.syscall_fd, 256, 0))
+                except OSError as exc:
+                    if exc.errno in (errno.ESRCH, errno.ENOENT):
+                        files.pop(tid).close()
+                        continue
+                    raise
+                threads.append(ThreadStat(tid, comm, state, ticks, number, arg0, tag))
+        return ThreadsSample(time.monotonic(), tuple(threads))
 
     def sample_loop(self) -> None:
         try:
@@ -148,5 +171,6 @@ class ThreadsProbe(Probe):
                     return
         finally:
             for files in self._files.values():
-                files.close()
+                for task in files.values():
+                    task.close()
             self._files.clear()

@@ -19,9 +19,10 @@ import time
 
 from lifescope.probes import procnet
 from lifescope.probes.base import Emit, Probe
+from lifescope.probes.family import Family
 from lifescope.probes.netlink_diag import SockDiag, state_mask
 from lifescope.samples import ProcessesSample, ProcessStat
-from lifescope.target import Target, python_children
+from lifescope.target import Target
 
 PERIOD_S = 1.0
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -38,19 +39,21 @@ def _stat(pid: int) -> tuple[int, int, int]:
 class WorkersProbe(Probe):
     probe_name = "workers"
 
-    def __init__(self, target: Target, emit: Emit) -> None:
+    def __init__(self, target: Target, emit: Emit, family: Family | None = None) -> None:
         super().__init__(target, emit)
+        self.family = family or Family(target)
         self._diag: SockDiag | None = None
 
     def read_once(self) -> ProcessesSample | None:
         """None when the target has no Python children (nothing to aggregate)."""
         master = self.target.pid
-        workers = python_children(master)
-        if not workers:
+        members = self.family.members()
+        if len(members) == 1:
             return None
+        roles = {m.pid: m.role for m in members}
         owners: dict[int, int] = {}
         processes = []
-        for pid in (master, *workers):
+        for pid in roles:
             try:
                 inodes = procnet.socket_inodes(pid)
                 ticks, threads, rss = _stat(pid)
@@ -76,7 +79,7 @@ class WorkersProbe(Probe):
             processes=tuple(
                 ProcessStat(
                     pid=pid,
-                    role="main" if pid == master else "worker",
+                    role=roles[pid],
                     cpu_ticks=ticks,
                     rss_bytes=rss * _PAGE,
                     threads=threads,
