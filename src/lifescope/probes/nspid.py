@@ -75,6 +75,11 @@ class TidMap:
                 found = self._map.get(tid)
         return found
 
+    def ours(self, tid: int) -> int:
+        """:meth:`host`, keeping an id no live thread has (it exited: nothing joins on it)."""
+        found = self.host(tid)
+        return tid if found is None else found
+
     def refresh(self) -> None:
         if self.namespaced:
             self._map = ns_tids(self.pid)

@@ -34,6 +34,7 @@ from lifescope.analysis.frames import innermost_app, label
 from lifescope.outputs import private_directory
 from lifescope.probes.base import Emit, Probe
 from lifescope.probes.budget import rate_within
+from lifescope.probes.nspid import TidMap
 from lifescope.samples import Frame, GilOwnership, StackSpan, StacksWindow
 from lifescope.target import Target
 
@@ -103,8 +104,12 @@ def parse_chrometrace(
     events: Sequence[dict[str, Any]],
     end_mono: float,
     source: Callable[[str, int], str | None] | None = None,
+    tid_of: Callable[[int], int] = int,
 ) -> tuple[tuple[Frame, ...], tuple[StackSpan, ...], tuple[tuple[int, str], ...]]:
     """Turn py-spy's begin/end events into per-thread spans of identical stacks.
+
+    ``tid_of`` maps the thread ids py-spy names (the target's own: a containerised target's
+    are those of its pid namespace) to ours (:class:`~lifescope.probes.nspid.TidMap`).
 
     py-spy emits `B` when a frame appears at a sample and `E` when it is gone; the outermost
     frame of every thread is a pseudo-frame `thread (OS_TID): NAME`. Timestamps are µs from
@@ -157,7 +162,7 @@ def parse_chrometrace(
         thread_match = _THREAD_FRAME.match(name) if not args.get("filename") else None
         stack = open_stacks.setdefault(tid, [])
         if thread_match:
-            os_tid[tid] = int(thread_match.group(1))
+            os_tid[tid] = tid_of(int(thread_match.group(1)))
             names[os_tid[tid]] = thread_match.group(2) or ""
             continue
         if event["ph"] == "B":
@@ -242,6 +247,7 @@ class StacksProbe(Probe):
         self.native = native
         self.process: subprocess.Popen[bytes] | None = None
         self.source = SourceLines(target.pid)
+        self.tids = TidMap(target.pid)
 
     def stop(self) -> None:
         super().stop()
@@ -328,16 +334,19 @@ class StacksProbe(Probe):
         samples, errors = (int(counts.group(1)), int(counts.group(2))) if counts else (0, 0)
         if isinstance(events, dict):
             events = events.get("traceEvents", [])
-        frames, spans, names = parse_chrometrace(events, ended, self.source)
+        frames, spans, names = parse_chrometrace(events, ended, self.source, self.tids.ours)
         start = max(started, ended - seconds)
         return StacksWindow(ended, start, frames, spans, names, samples, errors, self.rate_hz)
 
 
-def parse_dump(threads: Sequence[dict[str, Any]], now: float) -> GilOwnership:
-    """The instant `py-spy dump --json` describes: owners of the GIL, active threads, tops."""
+def parse_dump(
+    threads: Sequence[dict[str, Any]], now: float, tid_of: Callable[[int], int] = int
+) -> GilOwnership:
+    """The instant `py-spy dump --json` describes: owners of the GIL, active threads, tops.
+    ``tid_of`` as in :func:`parse_chrometrace`."""
     owners, active, names, tops = [], [], [], []
     for thread in threads:
-        tid = int(thread.get("os_thread_id") or thread.get("thread_id") or 0)
+        tid = tid_of(int(thread.get("os_thread_id") or thread.get("thread_id") or 0))
         names.append((tid, str(thread.get("thread_name") or "")))
         if thread.get("owns_gil"):
             owners.append(tid)
@@ -374,6 +383,7 @@ class DumpProbe(Probe):
         super().__init__(target, emit)
         self.rate_hz = rate_hz
         self.covered_by = tuple(covered_by)
+        self.tids = TidMap(target.pid)
 
     def _covered(self) -> bool:
         # A degraded GIL probe (late reads while shedding) still covers; a degraded stacks
@@ -411,7 +421,7 @@ class DumpProbe(Probe):
             if isinstance(threads, list):
                 failures = 0
                 self.set_status("ok")
-                self.emit(parse_dump(threads, (started + time.monotonic()) / 2))
+                self.emit(parse_dump(threads, (started + time.monotonic()) / 2, self.tids.ours))
             else:
                 failures += 1
                 stderr = done.stderr.decode(errors="replace") if done is not None else "timeout"
