@@ -28,7 +28,6 @@ import re
 import struct
 import sys
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from lifescope.target import undeleted
@@ -48,6 +47,8 @@ except (ImportError, TypeError) as exc:
     class ELFError(Exception):  # type: ignore[no-redef]
         pass
 
+
+from lifescope.probes.errors import PERMISSION_REMEDY, ReaderUnavailable
 
 __all__ = [
     "ElfImage",
@@ -412,7 +413,7 @@ def _version(image: ElfImage, path: str) -> tuple[tuple[int, int] | None, str | 
 
 
 def open_python_binary(
-    pid: object, fail: Callable[[str, str, str], Exception], not_python_remedy: str
+    pid: object, fail: type[ReaderUnavailable], not_python_remedy: str
 ) -> PythonBinary:
     """`find_python_binary` for a memory reader's attach: a bad pid, a dead process, no
     permission or no CPython each become `fail(reason, remedy, status)` — the reader's own
@@ -424,12 +425,8 @@ def open_python_binary(
     try:
         return find_python_binary(pid)
     except ProcessLookupError as exc:
-        raise fail(f"process {pid} exited", "check the pid", "gone") from exc
+        raise fail.gone(pid) from exc
     except PermissionError as exc:
-        raise fail(
-            f"not allowed to read /proc/{pid}/maps",
-            "run lifescope as the target's user or as root (CAP_SYS_PTRACE)",
-            "denied",
-        ) from exc
+        raise fail(f"not allowed to read /proc/{pid}/maps", PERMISSION_REMEDY, "denied") from exc
     except ElfLookupError as exc:
         raise fail(str(exc), not_python_remedy, "unavailable") from exc

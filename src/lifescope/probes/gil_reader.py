@@ -47,6 +47,7 @@ from lifescope.probes.elf import (
     PythonBinary,
     open_python_binary,
 )
+from lifescope.probes.errors import GilUnavailable
 from lifescope.probes.memory import (
     MemoryReadError,
     PreparedRead,
@@ -75,24 +76,6 @@ _PTHREAD_SCAN_BYTES = 1024  # glibc keeps the TID at 720 (x86-64), musl far lowe
 _DEBUG_COOKIE = b"xdebugpy"
 _INTERP_REFRESH_S = 0.05  # re-list interpreters at most this often (a new subinterpreter)
 _MAX_CACHE = 4096
-
-
-class GilUnavailable(Exception):
-    """lifescope cannot read this process's GIL; ``reason`` says why, ``remedy`` what to do.
-
-    ``status`` uses the probe vocabulary of the design: ``"denied"`` (permissions),
-    ``"gone"`` (no such process / it exited) or ``"unavailable"`` (not CPython, unsupported
-    version, layout failed validation).
-    """
-
-    def __init__(self, reason: str, remedy: str, status: str = "unavailable") -> None:
-        super().__init__(reason, remedy, status)
-        self.reason = reason
-        self.remedy = remedy
-        self.status = status
-
-    def __str__(self) -> str:
-        return f"{self.reason} ({self.remedy})" if self.remedy else self.reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,14 +215,9 @@ class GilReader:
             reader._table_from = f"the {table.generated_from} table"
             reader._validate()
         except ReadPermissionError as exc:
-            raise GilUnavailable(
-                f"not allowed to read memory of process {pid}",
-                "run as the target's user or root; with Yama ptrace_scope>=1 grant "
-                "CAP_SYS_PTRACE (docker: --cap-add SYS_PTRACE)",
-                "denied",
-            ) from exc
+            raise GilUnavailable.denied(pid) from exc
         except ProcessGoneError as exc:
-            raise GilUnavailable(f"process {pid} exited", "check the pid", "gone") from exc
+            raise GilUnavailable.gone(pid) from exc
         except MemoryReadError as exc:
             raise GilUnavailable(
                 f"reading the interpreter state failed: {exc}",
@@ -325,7 +303,7 @@ class GilReader:
         try:
             buf = self._prepared.read_into_buffer()
         except ProcessGoneError as exc:
-            raise GilUnavailable(f"process {self.pid} exited", "", "gone") from exc
+            raise GilUnavailable.gone(self.pid, "") from exc
         except MemoryReadError as exc:
             raise GilUnavailable(f"GIL read failed: {exc}", "re-attach") from exc
         lay = self._layout
@@ -645,7 +623,7 @@ class GilReader:
                     return None
                 own = self._i32.unpack_from(self._mem.read(raw_tid + off, 4), 0)[0]
         except ProcessGoneError as exc:
-            raise GilUnavailable(f"process {self.pid} exited", "", "gone") from exc
+            raise GilUnavailable.gone(self.pid, "") from exc
         except MemoryReadError:
             return None  # freed under us
         tid = self._tid_of(own) if own > 0 else None
