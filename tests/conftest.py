@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from lifescope.demo.children import DemoServer, LoadGen, start_demo_server, start_load
-from tests.interpreters import contained_pid, container_env
+from tests.interpreters import DEBIAN_VERSIONS, contained_pid, container_env, python_for
 
 PYTHON = sys.executable
 
@@ -61,6 +61,8 @@ def python_target(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[byt
         """``container``: in pid, mount and network namespaces of its own (``python`` must
         be a chrooted interpreter from tests/interpreters.py); ``proc.target_pid`` is then
         the interpreter's host pid, not the launcher's."""
+        if python in DEBIAN_VERSIONS:  # "3.14": provisioned on first use
+            python = python_for(python)
         script = tmp_path / f"target{len(started)}.py"
         script.write_text(textwrap.dedent(code))
         proc = subprocess.Popen(

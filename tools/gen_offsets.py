@@ -37,8 +37,9 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from _cpython import compile_and_run, interpreter_info, python_command
 
 REPO = Path(__file__).resolve().parent.parent
 OUT_DIR = REPO / "src" / "lifescope" / "probes" / "offsets"
@@ -238,62 +239,11 @@ def _version_key(python: Path) -> tuple[int, ...]:
     return (int(m.group(1)), int(m.group(2))) if m else (0,)
 
 
-def _run_python(python: Path, root: Path | None) -> list[str]:
-    """The command that runs ``python`` (inside ``root`` through chroot when given)."""
-    return ["chroot", str(root), str(python)] if root else [str(python)]
-
-
-def interpreter_info(python: Path, root: Path | None = None) -> dict[str, str]:
-    """Ask the interpreter for its version and include directory (its own sysconfig)."""
-    code = (
-        "import sys, sysconfig, json; print(json.dumps({'version': sys.version.split()[0], "
-        "'include': sysconfig.get_paths()['include'], 'hexversion': sys.hexversion, "
-        "'machine': __import__('platform').machine(), "
-        "'gil_disabled': bool(sysconfig.get_config_var('Py_GIL_DISABLED'))}))"
-    )
-    out = subprocess.run(
-        [*_run_python(python, root), "-c", code], capture_output=True, text=True, check=True
-    )
-    info = json.loads(out.stdout)
-    if root:
-        info["include"] = str(root) + info["include"]
-        info["extra_include"] = str(root / "usr" / "include")
-    return info
-
-
-def compile_offsets(include: str, cc: str, extra: str | None = None) -> dict[str, object]:
-    """Compile and run the offsetof program against one interpreter's headers."""
-    with tempfile.TemporaryDirectory(prefix="lifescope-offsets-") as tmp:
-        src = Path(tmp) / "offsets.c"
-        exe = Path(tmp) / "offsets"
-        src.write_text(C_SOURCE)
-        subprocess.run(
-            [
-                cc,
-                "-O0",
-                "-w",
-                f"-I{include}",
-                f"-I{include}/internal",
-                # Debian's pyconfig.h includes <x86_64-linux-gnu/python3.X/pyconfig.h>; searched
-                # after the system directories, so libc's headers stay the host's own.
-                *([f"-idirafter{extra}"] if extra else []),
-                str(src),
-                "-o",
-                str(exe),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
-    return json.loads(out)
-
-
 def build_table(python: Path, cc: str, root: Path | None = None) -> tuple[str, dict[str, object]]:
     info = interpreter_info(python, root)
     if info["gil_disabled"]:
         raise SystemExit(f"{python}: free-threaded build; these tables describe GIL builds")
-    raw = compile_offsets(str(info["include"]), cc, info.get("extra_include"))
+    raw = compile_and_run(C_SOURCE, info, cc)
     major, minor = (int(x) for x in str(info["version"]).split(".")[:2])
     minor_key = f"{major}.{minor}"
     table: dict[str, object] = {
@@ -310,7 +260,7 @@ def build_table(python: Path, cc: str, root: Path | None = None) -> tuple[str, d
 def verify(python: Path, table: dict[str, object], root: Path | None = None) -> str:
     """Run the interpreter and check the table against its own live GIL."""
     proc = subprocess.run(
-        [*_run_python(python, root), "-c", VERIFY_SOURCE, json.dumps(table)],
+        [*python_command(python, root), "-c", VERIFY_SOURCE, json.dumps(table)],
         capture_output=True,
         text=True,
     )

@@ -70,6 +70,7 @@ _CHILDREN_BY_FRAME: dict[tuple[str, str], str] = {
     ("asyncio/tasks.py", "_wait"): "wait",
     ("asyncio/tasks.py", "wait_for"): "wait_for",
     ("asyncio/taskgroups.py", "TaskGroup.__aexit__"): "taskgroup",
+    ("asyncio/taskgroups.py", "TaskGroup._aexit"): "taskgroup",  # 3.14: __aexit__ awaits it
 }
 
 

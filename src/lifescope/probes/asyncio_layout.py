@@ -137,6 +137,10 @@ class _Layout:
             bits["ascii"],
         )
         self.ob_size = s("object")["ob_size"]
+        flags = s("object").get("ob_flags")
+        self.rc_mask = (1 << (8 * flags)) - 1 if flags else -1
+        """The reference count within the first word of an object: 3.14 keeps flags in its
+        top 16 bits (immortal, statically allocated), which the sanity bound must ignore."""
         self.bytes_sval = s("bytes")["ob_sval"]
         self.list_items = s("list")["ob_item"]
         self.cell_ref = s("cell")["ob_ref"]
@@ -188,6 +192,8 @@ class _Layout:
         self.fs_created = fs.get("created")
         self.fs_suspended = fs.get("suspended")
         self.fs_suspended_yf = fs.get("suspended_yield_from")
+        # 3.15: a yield-from briefly "locked" while a value is sent in; still inside the await.
+        self.fs_suspended_yf_locked = fs.get("suspended_yield_from_locked")
         self.fs_executing = fs.get("executing")
         if self.frame_object:
             f = s("frame")
@@ -205,7 +211,12 @@ class _Layout:
             i = s("iframe")
             self.if_code = self.gi_iframe + i["code"]
             self.if_instr = self.gi_iframe + i["instr"]
-            self.if_stacktop = self.gi_iframe + i["stacktop"]
+            # 3.11-3.13: an int index (``stacktop``); 3.14+: a pointer past the top
+            # (``stackpointer``), the stack holding tagged references.
+            self.stack_pointer = "stackpointer" in i
+            self.if_stacktop = (
+                self.gi_iframe + i["stackpointer" if self.stack_pointer else "stacktop"]
+            )
             self.if_localsplus = self.gi_iframe + i["localsplus"]
         head = {"rc": (0, "q"), "tp": (8, "Q")}
         self.weakref_s, self.weakref_ix = _packed({**head, "obj": (self.wr_object, "Q")})
@@ -235,9 +246,17 @@ class _Layout:
                     "state": (self.gi_frame_state, "b"),
                     "code": (self.if_code, "Q"),
                     "instr": (self.if_instr, "Q"),
-                    "stacktop": (self.if_stacktop, "i"),
+                    "stacktop": (self.if_stacktop, "Q" if self.stack_pointer else "i"),
                 }
             )
+        # 3.14+: references on a frame's value stack (and its code) carry tag bits.
+        tag_bits = s("iframe").get("tag_bits", 0) if t.has("iframe") else 0
+        self.untag = ~tag_bits
+        self.awaited_depth = s("stack")["awaited_depth"] if t.has("stack") else 1
+        """Where the awaited object sits on a frame suspended in ``await``: the top (1), or
+        under a NULL (3.15: 2)."""
+        self.task_lists = s("task_lists") if t.has("task_lists") else None
+        """3.14+: per-thread linked lists of native tasks (offsets from the headers)."""
         ip, ts, rt = s("interp"), s("tstate"), s("runtime")
         self.interp_main = rt["interpreters_main"]
         self.interp_modules = ip["modules"]

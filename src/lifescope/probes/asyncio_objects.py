@@ -63,7 +63,7 @@ class ObjectReader:
         if not 0 < obj < _MAX_ADDRESS:
             raise _Torn(f"bad object pointer {obj:#x}")
         rc, tp = _HDR.unpack(self._g.one(obj, 16))
-        if not 0 < rc < _MAX_REFCNT:
+        if not 0 < rc & self._l.rc_mask < _MAX_REFCNT:
             raise _Torn(f"object at {obj:#x} has refcount {rc}")
         return int(tp)
 
@@ -259,7 +259,7 @@ class ObjectReader:
     def _decode_str(self, address: int, raw: bytes) -> str | None:
         lay = self._l
         rc, tp = _HDR.unpack_from(raw, 0)
-        if tp != self._known.get("str", tp) or not 0 < rc < _MAX_REFCNT:
+        if tp != self._known.get("str", tp) or not 0 < rc & self._l.rc_mask < _MAX_REFCNT:
             return None
         length = _I64.unpack_from(raw, lay.u_length)[0]
         state = _U32.unpack_from(raw, lay.u_state)[0]

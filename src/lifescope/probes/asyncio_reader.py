@@ -1,4 +1,4 @@
-"""Read every asyncio task of a running CPython 3.8-3.13 from outside, with ``process_vm_readv``.
+"""Read every asyncio task of a running CPython 3.8-3.15 from outside, with ``process_vm_readv``.
 
 Why from outside: the point of lifescope is to watch a production server without running code
 in it or pausing it.  py-spy sees only the *running* coroutine; the hundreds of requests parked
@@ -18,6 +18,15 @@ objects the ``_asyncio`` module created (on 3.12+ they live in its module state,
       → wr_object (a Task) → task_coro (a coroutine) → frame → awaited object → ...
 
 The current (running) task of each loop comes from ``_current_tasks`` (a dict loop → task).
+
+3.14 moved native tasks out of the WeakSet: each thread state keeps a circular list of the
+tasks it created (linked through the Task's ``task_node``), the interpreter one for tasks of
+threads that exited, and each thread state its running loop and task.  ``_asyncio`` publishes
+those offsets in an ELF section of its own (``.AsyncioDebug``); the reader checks them against
+the table generated from the headers and follows the lists (``_scheduled_tasks`` and
+``_eager_tasks`` now hold only other task types).  3.14 also tags references on a frame's value
+stack (low bits masked off), keeps flags in the top 16 bits of the reference-count word, and
+3.15 suspends an ``await`` with a NULL above the awaited object: all in the table.
 
 How the chain is walked: a suspended coroutine that is inside ``await x`` holds the awaited
 iterator on top of its value stack (this is exactly what ``cr_await`` returns); we follow it
@@ -105,6 +114,7 @@ from lifescope.probes.asyncio_offsets import (
 from lifescope.probes.asyncio_walk import TaskWalk
 from lifescope.probes.elf import (
     PythonBinary,
+    find_section,
     open_python_binary,
 )
 from lifescope.probes.errors import TasksUnavailable
@@ -116,6 +126,13 @@ from lifescope.probes.memory import (
     RemoteMemory,
 )
 from lifescope.probes.memory import TornRead as _Torn
+from lifescope.probes.nspid import TidMap
+
+_ASYNCIO_DEBUG = struct.Struct("<13Q")
+"""``_Py_AsyncioModuleDebugOffsets`` (3.14, 3.15): the Task's size, task_name, task_awaited_by,
+task_is_task, task_awaited_by_is_set, task_coro, task_node; the interpreter state's size and
+asyncio_tasks_head; the thread state's size, asyncio_running_loop, asyncio_running_task and
+asyncio_tasks_head."""
 
 __all__ = [
     "AsyncioReader",
@@ -163,6 +180,9 @@ class AsyncioReader(TaskWalk):
         """Loop address → address of its running task (``_current_tasks``), last pass."""
         self.last_syscalls = 0
         self._failures = 0
+        self._tids = TidMap(pid)
+        self.task_node = 0
+        """3.14+: offset of a Task's link in its thread's task list (0: no lists)."""
 
     # ------------------------------------------------------------------ attach
     @classmethod
@@ -173,7 +193,10 @@ class AsyncioReader(TaskWalk):
         check out.
         """
         binary = open_python_binary(
-            pid, TasksUnavailable, "attach to a CPython 3.8-3.13 process running asyncio"
+            pid,
+            TasksUnavailable,
+            f"attach to a CPython {available_versions()[0]}-{available_versions()[-1]} "
+            "process running asyncio",
         )
         major, minor = binary.version
         if re.search(r"python\d\.\d+t\b", os.path.basename(binary.path)):
@@ -326,6 +349,8 @@ class AsyncioReader(TaskWalk):
         current = tasks_ns.get("_current_tasks")
         if current is not None and self._type_of(current) == dict_type:
             self.current_tasks = current
+        if lay.task_lists is not None:
+            self._attach_task_lists()
         self._kinds = {
             self._known["coroutine"]: _K_GEN,
             self._known["generator"]: _K_GEN,
@@ -339,6 +364,58 @@ class AsyncioReader(TaskWalk):
             raise self._unavailable(
                 f"{errors} task set entries did not decode as {self._known_name('Task')} objects"
             )
+
+    def _attach_task_lists(self) -> None:
+        """3.14+: native tasks are kept in circular lists, one per thread state (the tasks
+        it created) and one per interpreter (those of threads that exited), linked through
+        each task's ``task_node``.  ``_asyncio`` publishes where, in a section of its own
+        (``.AsyncioDebug``, in the executable or the extension module); the offsets the
+        table took from the headers must agree with it, and ``task_node`` (a field of the
+        C-only ``TaskObj``) is taken from it."""
+        try:
+            found = find_section(self.pid, ".AsyncioDebug", r"^(_asyncio\.|(lib)?python)")
+        except ProcessLookupError as exc:
+            raise TasksUnavailable.gone(self.pid) from exc
+        except PermissionError as exc:
+            raise TasksUnavailable.denied(self.pid) from exc
+        if found is None or len(found[1]) < _ASYNCIO_DEBUG.size:
+            raise self._unavailable("_asyncio publishes no .AsyncioDebug section")
+        path, data = found
+        (
+            task_size,
+            task_name,
+            _awaited_by,
+            _is_task,
+            _awaited_by_is_set,
+            task_coro,
+            task_node,
+            _interp_size,
+            interp_head,
+            _tstate_size,
+            running_loop,
+            running_task,
+            tstate_head,
+        ) = _ASYNCIO_DEBUG.unpack_from(data)
+        lists = self._l.task_lists
+        assert lists is not None
+        ours = self.table.section("asyncio")
+        pairs = {
+            "task_name": (task_name, ours["task_name"]),
+            "task_coro": (task_coro, ours["task_coro"]),
+            "interpreter tasks head": (interp_head, lists["interp_tasks_head"]),
+            "thread running loop": (running_loop, lists["tstate_running_loop"]),
+            "thread running task": (running_task, lists["tstate_running_task"]),
+            "thread tasks head": (tstate_head, lists["tstate_tasks_head"]),
+        }
+        differ = [f"{k} +{a} vs +{b}" for k, (a, b) in pairs.items() if a != b]
+        if differ:
+            raise self._unavailable(
+                f"{os.path.basename(path)} publishes offsets the table (from "
+                f"{self.table.generated_from}) does not have: {', '.join(differ)}"
+            )
+        if not 0 < task_node <= task_size - 16:
+            raise self._unavailable(f"task_node +{task_node} outside a {task_size}-byte Task")
+        self.task_node = task_node
 
     # ------------------------------------------------------------------ loop threads
     def loop_thread_ident(self, loop: int) -> int | None:
@@ -358,7 +435,8 @@ class AsyncioReader(TaskWalk):
     def thread_states(self) -> dict[int, tuple[int, int | None]]:
         """Main-interpreter thread states: address → (thread ident, native TID or None).
 
-        The native TID is stored from 3.11; on 3.8-3.10 use the GIL reader's pthread mapping.
+        The native TID is stored from 3.11 (as the target sees it: mapped to ours for a target
+        in another pid namespace); on 3.8-3.10 use the GIL reader's pthread mapping.
         """
         lay = self._l
         out: dict[int, tuple[int, int | None]] = {}
@@ -371,7 +449,7 @@ class AsyncioReader(TaskWalk):
                 native = (
                     _U64.unpack_from(raw, lay.ts_native)[0] if lay.ts_native is not None else None
                 )
-                out[ts] = (ident, native)
+                out[ts] = (ident, None if native is None else self._tids.host(native))
                 ts = _U64.unpack_from(raw, lay.ts_next)[0]
         return out
 

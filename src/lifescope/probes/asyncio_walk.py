@@ -12,6 +12,7 @@ each other's state; spread over files they would be harder to follow, not easier
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from dataclasses import dataclass
 
@@ -58,6 +59,10 @@ from lifescope.probes.memory import MemoryReadError
 from lifescope.probes.memory import TornRead as _Torn
 from lifescope.samples import TaskAwait, TaskInfo
 
+_MAX_LIST = 1 << 20
+"""Nodes followed in one task list: a million tasks on one thread is not a real server, a
+cycle through freed memory is."""
+_MAX_THREADS = 4096
 _MAX_PROVIDERS = 256
 """Child-task lookups per pass (each costs a few reads: an instance dict, a list or set)."""
 _MAX_CHILDREN = 4096
@@ -101,6 +106,12 @@ class _Walk:
 
 class TaskWalk(ObjectReader):
     """The pass; attributes are set up by the reader's attach."""
+
+    interp: int
+    sets: tuple[int, ...]
+    weak: tuple[bool, ...]
+    current_tasks: int
+    task_node: int
 
     def read(self, max_tasks: int = 5000) -> tuple[list[TaskInfo], int, int]:
         """One pass over the live tasks: ``(tasks, total, errors)``.
@@ -149,10 +160,12 @@ class TaskWalk(ObjectReader):
         seen: set[int] = set()
         total = 0
         errors = 0
+        if self.task_node:
+            total, errors = self._list_entries(max_tasks, out, seen)
         for s, weak in zip(self.sets, self.weak, strict=True):
             raw = self._g.one(s, lay.set_read)
             rc, tp = _HDR.unpack_from(raw, 0)
-            if tp != self._known["set"] or not 0 < rc < _MAX_REFCNT:
+            if tp != self._known["set"] or not 0 < rc & self._l.rc_mask < _MAX_REFCNT:
                 raise _Torn("task set no longer reads back as a set")
             used = _I64.unpack_from(raw, lay.set_used)[0]
             fill = _I64.unpack_from(raw, lay.set_fill)[0]
@@ -193,6 +206,52 @@ class TaskWalk(ObjectReader):
                         break
         return out, total, errors
 
+    def _thread_state_addresses(self) -> list[int]:
+        """The main interpreter's thread states (bounded; a torn list ends early)."""
+        lay = self._l
+        out: list[int] = []
+        with contextlib.suppress(_Torn):
+            ts = _U64.unpack_from(self._g.one(self.interp + lay.interp_threads, 8))[0]
+            while ts and ts not in out and len(out) < _MAX_THREADS:
+                out.append(ts)
+                ts = _U64.unpack_from(self._g.one(ts + lay.ts_next, 8))[0]
+        return out
+
+    def _list_entries(
+        self, max_tasks: int, out: list[tuple[int, bool]], seen: set[int]
+    ) -> tuple[int, int]:
+        """3.14+: native tasks from the interpreter's and every thread's task list, appended
+        to ``out`` (up to ``max_tasks``); returns (tasks in the lists, torn lists).
+
+        A list is followed node by node (one small read each: a linked list cannot be
+        gathered); a node that does not read back, or a list longer than any real one,
+        ends that list and counts as an error.  Every task is counted, shown or not."""
+        lay = self._l
+        lists = lay.task_lists
+        assert lists is not None
+        heads = [self.interp + lists["interp_tasks_head"]]
+        heads += [ts + lists["tstate_tasks_head"] for ts in self._thread_state_addresses()]
+        next_off = lists["node_next"]
+        total = errors = 0
+        for head in heads:
+            try:
+                node = _U64.unpack_from(self._g.one(head + next_off, 8))[0]
+                hops = 0
+                while node != head:
+                    if not node or node % 8 or hops >= _MAX_LIST:
+                        errors += 1
+                        break
+                    task = node - self.task_node
+                    total += 1
+                    hops += 1
+                    if len(out) < max_tasks and task not in seen:
+                        seen.add(task)
+                        out.append((task, False))
+                    node = _U64.unpack_from(self._g.one(node + next_off, 8))[0]
+            except _Torn:
+                errors += 1
+        return total, errors
+
     def _read_tasks(self, entries: list[tuple[int, bool]]) -> tuple[list[_Walk], int]:
         """Weak references → Task objects → per-task walk state (type-checked, bounded)."""
         lay = self._l
@@ -207,7 +266,7 @@ class TaskWalk(ObjectReader):
                 errors += 1
                 continue
             v = ws.unpack_from(raw)
-            if v[w_tp] != weakref_type or not 0 < v[w_rc] < _MAX_REFCNT:
+            if v[w_tp] != weakref_type or not 0 < v[w_rc] & lay.rc_mask < _MAX_REFCNT:
                 errors += 1
                 continue
             if v[w_obj]:
@@ -226,7 +285,7 @@ class TaskWalk(ObjectReader):
                 errors += 1
                 continue
             v = ts.unpack_from(raw)
-            if not 0 < v[t_rc] < _MAX_REFCNT:
+            if not 0 < v[t_rc] & lay.rc_mask < _MAX_REFCNT:
                 errors += 1
                 continue
             kind = kinds.get(v[t_tp])
@@ -294,7 +353,7 @@ class TaskWalk(ObjectReader):
         """Decode one object of a chain; return what to read next, or None at the end."""
         lay = self._l
         if stage == "ptr":
-            pointer = _U64.unpack_from(raw, 0)[0]
+            pointer = _U64.unpack_from(raw, 0)[0] & lay.untag
             return (pointer, "obj") if pointer else None
         if stage == "frame":
             return self._frame_object(walk, address, raw)
@@ -332,7 +391,7 @@ class TaskWalk(ObjectReader):
         """(type, chain kind) of an object read at the start of ``raw``; torn if its
         reference count is not sane."""
         rc, tp = _HDR.unpack_from(raw, 0)
-        if not 0 < rc < _MAX_REFCNT:
+        if not 0 < rc & self._l.rc_mask < _MAX_REFCNT:
             raise _Torn("refcount")
         kind = self._kinds.get(tp)
         return tp, (self._kind(tp) if kind is None else kind)
@@ -371,6 +430,11 @@ class TaskWalk(ObjectReader):
     ) -> tuple[int, str] | None:
         """3.11+: the frame is embedded in the generator object we just read."""
         lay = self._l
+        code &= lay.untag
+        if lay.stack_pointer:  # 3.14+: a pointer past the top, not a count
+            stacktop = (stacktop - address - lay.if_localsplus) // 8 if stacktop else 0
+        if state == lay.fs_suspended_yf_locked:
+            state = lay.fs_suspended_yf
         if state == lay.fs_created:
             walk.links.append(_Link(code, -1, 0, False, "created"))
             return None
@@ -388,13 +452,14 @@ class TaskWalk(ObjectReader):
         )
         if yield_from is False:
             return None
-        if not 1 <= stacktop <= _MAX_STACK:
+        depth = lay.awaited_depth
+        if not depth <= stacktop <= _MAX_STACK:
             if yield_from is None:
                 return None  # an empty value stack: a bare yield, nothing awaited
             raise _Torn(f"stacktop {stacktop}")
-        offset = lay.if_localsplus + 8 * (stacktop - 1)
+        offset = lay.if_localsplus + 8 * (stacktop - depth)
         if offset + 8 <= len(raw):
-            pointer = _U64.unpack_from(raw, offset)[0]
+            pointer = _U64.unpack_from(raw, offset)[0] & lay.untag
             return (pointer, "obj") if pointer else None
         return address + offset, "ptr"
 
@@ -402,7 +467,7 @@ class TaskWalk(ObjectReader):
         """3.8-3.10: a generator's heap ``PyFrameObject``."""
         lay = self._l
         rc, tp = _HDR.unpack_from(raw, 0)
-        if tp != self._known["frame"] or not 0 < rc < _MAX_REFCNT:
+        if tp != self._known["frame"] or not 0 < rc & self._l.rc_mask < _MAX_REFCNT:
             raise _Torn("frame type")
         link = walk.links[-1]
         link.code = _U64.unpack_from(raw, lay.f_code)[0]
@@ -442,8 +507,24 @@ class TaskWalk(ObjectReader):
 
     # ------------------------------------------------------------------ current tasks
     def _read_running(self) -> dict[int, int]:
-        """``_current_tasks``: loop → its running task (both addresses); empty if unreadable."""
+        """``_current_tasks`` (3.14+: each thread state's running loop and task): loop → its
+        running task (both addresses); empty if unreadable."""
         self.running = {}
+        lists = self._l.task_lists
+        if lists is not None:
+            loop_off, task_off = lists["tstate_running_loop"], lists["tstate_running_task"]
+            span = max(loop_off, task_off) + 8 - min(loop_off, task_off)
+            base = min(loop_off, task_off)
+            states = self._thread_state_addresses()
+            raws = self._g.read([(ts + base, span) for ts in states])
+            for raw in raws:
+                if raw is None:
+                    continue
+                loop = _U64.unpack_from(raw, loop_off - base)[0]
+                task = _U64.unpack_from(raw, task_off - base)[0]
+                if loop and task:
+                    self.running[loop] = task
+            return self.running
         if not self.current_tasks:
             return {}
         try:
@@ -463,7 +544,7 @@ class TaskWalk(ObjectReader):
         """
         lay = self._l
         rc, tp = _HDR.unpack_from(raw, 0)
-        if tp != self._known["code"] or not 0 < rc < _MAX_REFCNT:
+        if tp != self._known["code"] or not 0 < rc & self._l.rc_mask < _MAX_REFCNT:
             return None
         name = _U64.unpack_from(raw, lay.co_name)[0]
         qual = _U64.unpack_from(raw, lay.co_qualname)[0] if lay.co_qualname else 0
@@ -509,7 +590,7 @@ class TaskWalk(ObjectReader):
             except _Torn:
                 return None
         rc, tp = _HDR.unpack_from(head, 0)
-        if tp != self._known["bytes"] or not 0 < rc < _MAX_REFCNT:
+        if tp != self._known["bytes"] or not 0 < rc & self._l.rc_mask < _MAX_REFCNT:
             return None
         size = _I64.unpack_from(head, lay.ob_size)[0]
         if not 0 <= size <= _MAX_BYTES:
