@@ -148,3 +148,20 @@ def test_validation_failure_names_what_failed_and_the_remedy(python_target) -> N
         reader = GilReader._resolve(proc.target_pid, binary, table, mem)
         reader._validate(attempts=3)
     assert "gen_offsets.py" in info.value.remedy, info.value
+
+
+@pytest.mark.parametrize("version", ["3.14", "3.14-container"])
+def test_doctor_says_when_a_target_is_containerised(python_target, version: str) -> None:  # type: ignore[no-untyped-def]
+    from lifescope.doctor import run
+
+    proc = _start(python_target, ROLES, version)
+    lines = {c.name: c for c in run(proc.target_pid)}
+    container = lines["container"]
+    assert container.ok
+    if version.endswith("-container"):
+        for ns in ("pid", "mnt", "net"):
+            assert f"own {ns} namespace" in container.detail, container
+    else:  # chrooted only: the same namespaces, another root
+        assert "chroot" in container.detail and "namespace" not in container.detail, container
+    assert lines[f"pid {proc.target_pid}"].ok
+    assert lines["py-spy dump"].ok, lines["py-spy dump"]
