@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-__all__ = ["PERMISSION_REMEDY", "GilUnavailable", "ReaderUnavailable", "TasksUnavailable"]
+__all__ = [
+    "PERMISSION_REMEDY",
+    "GilUnavailable",
+    "NoGil",
+    "ReaderUnavailable",
+    "TasksUnavailable",
+]
 
 PERMISSION_REMEDY = (
     "run as the target's user or root; with Yama ptrace_scope>=1 grant "
@@ -54,6 +60,11 @@ class ReaderUnavailable(Exception):
 class GilUnavailable(ReaderUnavailable):
     """lifescope cannot read this process's GIL; the collector then falls back to py-spy's
     sampling."""
+
+
+class NoGil(GilUnavailable):
+    """The target has no GIL at all (a free-threaded build with the GIL disabled): not a
+    failure, and nothing may stand in for a held share."""
 
 
 class TasksUnavailable(ReaderUnavailable):

@@ -47,7 +47,7 @@ from lifescope.probes.elf import (
     PythonBinary,
     open_python_binary,
 )
-from lifescope.probes.errors import GilUnavailable
+from lifescope.probes.errors import GilUnavailable, NoGil
 from lifescope.probes.memory import (
     MemoryReadError,
     PreparedRead,
@@ -64,6 +64,7 @@ from lifescope.probes.offsets import (
     support,
     supported_range,
 )
+from lifescope.samples import NO_GIL
 
 __all__ = ["GilRead", "GilReader", "GilUnavailable"]
 
@@ -432,31 +433,21 @@ class GilReader:
         runtime = binary.runtime_address
         base = runtime + t.runtime["debug_offsets"]
         raw = mem.read(base, lay["size"])
-        if raw[:8] != _DEBUG_COOKIE:
+        try:
+            published = parse_debug_offsets(raw, lay)
+        except ValueError as exc:
             raise GilUnavailable(
-                f"_Py_DebugOffsets cookie missing at _PyRuntime ({raw[:8]!r})",
-                "not a standard CPython build; falling back to py-spy",
-            )
-
-        def pub(key: str) -> int:
-            return int.from_bytes(raw[lay[key] : lay[key] + 8], "little")
-
-        hexv = pub("version")
-        major, minor, micro = (hexv >> 24) & 0xFF, (hexv >> 16) & 0xFF, (hexv >> 8) & 0xFF
-        if (major, minor) != binary.version:
+                str(exc), "not a standard CPython build; falling back to py-spy"
+            ) from exc
+        pub = published.value
+        if published.minor_version != binary.version:
+            major, minor = published.minor_version
             raise GilUnavailable(
                 f"_Py_DebugOffsets says {major}.{minor}, the binary says "
                 f"{binary.version[0]}.{binary.version[1]}",
                 "report this build; falling back to py-spy",
             )
-        level = {0xA: "a", 0xB: "b", 0xC: "rc"}.get((hexv >> 4) & 0xF, "")
-        version = f"{major}.{minor}.{micro}" + (f"{level}{hexv & 0xF}" if level else "")
-        if pub("free_threaded"):
-            raise GilUnavailable(
-                f"free-threaded CPython {version}t: the GIL is usually disabled and its struct "
-                "layout differs from the GIL-build table",
-                "use py-spy sampling for this target",
-            )
+        version = published.version
         ip = "interpreter_state."
         gil_struct = pub(ip + "gil_runtime_state")
         rel_locked = pub(ip + "gil_runtime_state_locked") - gil_struct
@@ -486,6 +477,11 @@ class GilReader:
                 "no main interpreter in the published interpreter list",
                 "attach once the server is running",
             )
+        if published.free_threaded:
+            # "enabled" is published relative to the GIL struct, not the interpreter
+            gil_struct_address = main_published + pub(ip + "gil_runtime_state")
+            enabled = mem.read_i32(gil_struct_address + pub(ip + "gil_runtime_state_enabled"))
+            raise free_threaded_verdict(version, enabled)
         if untested:
             main = main_published  # the table's runtime offsets are another version's
         elif main != main_published:
@@ -842,6 +838,62 @@ class GilReader:
             + (", thread-state ids fit next_unique_id" if counter is not None else "")
         )
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedOffsets:
+    """What a ``_Py_DebugOffsets`` block (3.13+, at the start of ``_PyRuntime``) says about
+    its interpreter: its version, whether it is a free-threaded build, and where things are."""
+
+    raw: bytes
+    layout: dict[str, int]
+    version_hex: int
+    free_threaded: bool
+
+    def value(self, key: str) -> int:
+        at = self.layout[key]
+        return int.from_bytes(self.raw[at : at + 8], "little")
+
+    @property
+    def minor_version(self) -> tuple[int, int]:
+        return (self.version_hex >> 24) & 0xFF, (self.version_hex >> 16) & 0xFF
+
+    @property
+    def version(self) -> str:
+        h = self.version_hex
+        level = {0xA: "a", 0xB: "b", 0xC: "rc"}.get((h >> 4) & 0xF, "")
+        return f"{(h >> 24) & 0xFF}.{(h >> 16) & 0xFF}.{(h >> 8) & 0xFF}" + (
+            f"{level}{h & 0xF}" if level else ""
+        )
+
+
+def parse_debug_offsets(raw: bytes, layout: dict[str, int]) -> PublishedOffsets:
+    """Read a ``_Py_DebugOffsets`` block with one version's layout of that struct.
+
+    The cookie, version and ``free_threaded`` flag lead the struct in every version, so they
+    read true even with a neighbouring version's layout.  Pure: tested on recorded blocks.
+    """
+    if raw[:8] != _DEBUG_COOKIE:
+        raise ValueError(f"_Py_DebugOffsets cookie missing at _PyRuntime ({raw[:8]!r})")
+    version_hex = int.from_bytes(raw[8:16], "little")
+    free = int.from_bytes(raw[layout["free_threaded"] :][:8], "little")
+    return PublishedOffsets(raw, layout, version_hex, bool(free))
+
+
+def free_threaded_verdict(version: str, gil_enabled: int) -> GilUnavailable:
+    """A free-threaded build: with its GIL disabled at run time (the default) there is no GIL
+    to read, and saying "held 0 %" or taking py-spy's owns_gil would be made up; with the GIL
+    re-enabled (``PYTHON_GIL=1``) its struct differs from the GIL-build tables."""
+    if gil_enabled == 0:
+        return NoGil(
+            f"{NO_GIL}: free-threaded CPython {version}t with the GIL disabled",
+            "nothing to fix: the GIL pane shows how many threads run Python at once instead",
+        )
+    return GilUnavailable(
+        f"free-threaded CPython {version}t running with its GIL enabled (PYTHON_GIL=1 or an "
+        "extension that needs it): its GIL struct differs from the GIL-build tables",
+        "held share from py-spy sampling (automatic)",
+    )
 
 
 _MAX_TSTATE = 1 << 14
