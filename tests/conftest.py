@@ -81,6 +81,11 @@ def python_target(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[byt
 
     yield start
     for proc in started:
+        if getattr(proc, "target_pid", proc.pid) != proc.pid:
+            # A container's target is PID 1 of its namespace and ignores SIGTERM: SIGKILL
+            # its launcher, whose --kill-child takes the target down with it.
+            proc.kill()
+            proc.wait()
         stop_pid(proc)
 
 

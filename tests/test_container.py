@@ -17,7 +17,6 @@ import pytest
 
 from lifescope.analysis import report
 from lifescope.session import collect
-from tests.conftest import stop_pid
 from tests.interpreters import contained_pid, container_env, python_for
 
 LAUNCHER = """
@@ -83,7 +82,10 @@ def container(tmp_path: Path) -> Iterator[object]:
 
     yield start
     for proc in started:
-        stop_pid(proc)  # unshare --kill-child takes the container down with it
+        # The launcher is PID 1 of its namespace and ignores SIGTERM: SIGKILL unshare, whose
+        # --kill-child takes the container down with it.
+        proc.kill()
+        proc.wait()
 
 
 def _observe(pid: int, seconds: float = 5.0) -> report.Report:
