@@ -432,7 +432,7 @@ def find_section(pid: int, section: str, file_pattern: str) -> tuple[str, bytes]
         raise ProcessLookupError(f"no process {pid}") from exc
     pattern = re.compile(file_pattern)
     for (path, _), group in _group_by_file(maps).items():
-        if not pattern.search(os.path.basename(path.removesuffix(" (deleted)"))):
+        if not pattern.search(os.path.basename(undeleted(path))):
             continue
         try:
             open_path, st = _open_target_file(pid, group)
