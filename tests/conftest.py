@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from lifescope.demo.children import DemoServer, LoadGen, start_demo_server, start_load
+from tests.interpreters import DEBIAN_VERSIONS, contained_pid, container_env, python_for
 
 PYTHON = sys.executable
 
@@ -54,23 +55,37 @@ def python_target(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[byt
     """Start a Python script as a target; it prints READY when set up. Stopped by pid."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(code: str, python: str = PYTHON, stdin: bool = False) -> subprocess.Popen[bytes]:
+    def start(
+        code: str, python: str = PYTHON, stdin: bool = False, container: bool = False
+    ) -> subprocess.Popen[bytes]:
+        """``container``: in pid, mount and network namespaces of its own (``python`` must
+        be a chrooted interpreter from tests/interpreters.py); ``proc.target_pid`` is then
+        the interpreter's host pid, not the launcher's."""
+        if python in DEBIAN_VERSIONS:  # "3.14": provisioned on first use
+            python = python_for(python)
         script = tmp_path / f"target{len(started)}.py"
         script.write_text(textwrap.dedent(code))
         proc = subprocess.Popen(
             [python, str(script)],
             stdout=subprocess.PIPE,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            env=container_env() if container else None,
         )
         started.append(proc)
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.startswith(b"READY"), f"target did not start: {line!r}"
         proc.ready_line = line.decode()[len("READY") :].strip()  # type: ignore[attr-defined]
+        proc.target_pid = contained_pid(proc.pid) if container else proc.pid  # type: ignore[attr-defined]
         return proc
 
     yield start
     for proc in started:
+        if getattr(proc, "target_pid", proc.pid) != proc.pid:
+            # A container's target is PID 1 of its namespace and ignores SIGTERM: SIGKILL
+            # its launcher, whose --kill-child takes the target down with it.
+            proc.kill()
+            proc.wait()
         stop_pid(proc)
 
 

@@ -44,12 +44,14 @@ from lifescope.probes.asyncio_reader import (
 from lifescope.probes.tasks import TasksProbe
 from lifescope.samples import ProbeStatus, TaskAwait, TaskInfo, TasksSample
 from lifescope.target import resolve
+from tests.interpreters import DEBIAN_VERSIONS, python_for
 
 Start = Callable[..., subprocess.Popen[bytes]]
 
 
 def _interpreters() -> list[object]:
-    """pyenv's 3.8-3.13, plus the statically linked Debian python3.11 when present."""
+    """pyenv's 3.8-3.13, the statically linked Debian python3.11 when present, and Debian's
+    3.14 and 3.15 (chrooted; provisioned on first use by tests/interpreters.py)."""
     params: list[object] = []
     for minor in range(8, 14):
         found = sorted(glob.glob(f"/root/.pyenv/versions/3.{minor}.*/bin/python3.{minor}"))
@@ -69,6 +71,7 @@ def _interpreters() -> list[object]:
             marks=pytest.mark.skipif(not os.path.exists(static), reason="no system python3.11"),
         )
     )
+    params += [pytest.param(version, id=version) for version in DEBIAN_VERSIONS]
     return params
 
 
@@ -363,11 +366,16 @@ def test_churn_never_crashes_and_counts_torn_reads(python: str, python_target: S
 
 
 # ------------------------------------------------------------------ the probe
-@pytest.mark.parametrize("python", [INTERPRETERS[0], INTERPRETERS[5]])
+@pytest.mark.parametrize("python", [INTERPRETERS[0], INTERPRETERS[5], "3.14", "3.15-container"])
 def test_probe_emits_samples_with_the_loop_thread(python: str, python_target: Start) -> None:
-    proc = python_target(NESTED_TARGET, python=python)
+    """On 3.15 in a container the loop's thread id comes from the target's pid namespace and
+    must be mapped to ours (NSpid)."""
+    container = python.endswith("-container")
+    proc = python_target(
+        NESTED_TARGET, python=python.removesuffix("-container"), container=container
+    )
     out: list[object] = []
-    probe = TasksProbe(resolve(proc.pid), out.append, rate_hz=4.0)
+    probe = TasksProbe(resolve(proc.target_pid), out.append, rate_hz=4.0)
     probe.start()
     time.sleep(1.0)
     probe.stop()
@@ -379,7 +387,7 @@ def test_probe_emits_samples_with_the_loop_thread(python: str, python_target: St
     assert statuses[0].status == "ok"
     last = samples[-1]
     assert last.total == 4 and len(last.tasks) == 4
-    assert last.loop_tid == proc.pid  # asyncio.run in the main thread
+    assert last.loop_tid == proc.target_pid  # asyncio.run in the main thread
     assert last.read_ms > 0
     series = counts_over_time(out)
     assert series[-1][1] == {"pending": 4}
@@ -685,15 +693,17 @@ def test_task_subclasses_and_eager_tasks(
 ) -> None:
     if factory == "eager":
         version = subprocess.run(
-            [python, "-c", "import sys; print(sys.version_info[1])"], capture_output=True
+            [
+                python_for(python) if python in DEBIAN_VERSIONS else python,
+                "-c",
+                "import sys; print(sys.version_info[1])",
+            ],
+            capture_output=True,
         )
         if int(version.stdout) < 12:
             pytest.skip("eager tasks are 3.12+")
-    script = tmp_path / "factory.py"
-    script.write_text(FACTORY_TARGET)
     proc = python_target(
-        f"import runpy, sys\nsys.argv = ['x', {factory!r}]\nrunpy.run_path({str(script)!r})\n",
-        python=python,
+        f"import sys\nsys.argv = ['x', {factory!r}]\n{FACTORY_TARGET}", python=python
     )
     truth = _truth(proc)
     reader = AsyncioReader.open(proc.pid)

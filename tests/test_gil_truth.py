@@ -1,8 +1,8 @@
-"""GIL numbers against targets whose truth is known, on every CPython 3.8–3.13 found here."""
+"""GIL numbers against targets whose truth is known, on every CPython 3.8–3.15 found here
+(3.14 and 3.15: Debian's builds, chrooted; "3.14-container": also in namespaces of its own)."""
 
 from __future__ import annotations
 
-import glob
 import json
 import statistics
 import subprocess
@@ -16,20 +16,21 @@ from lifescope.options import CollectorOptions
 from lifescope.session import collect
 from lifescope.timeline import Timeline
 from tests.conftest import PYTHON
+from tests.interpreters import DEBIAN_VERSIONS, PYENV_VERSIONS, python_for
 
-PYTHONS = {
-    f"3.{minor}": sorted(glob.glob(f"/root/.pyenv/versions/3.{minor}.*/bin/python3.{minor}"))
-    for minor in range(8, 14)
-}
+ALL_VERSIONS = [*PYENV_VERSIONS, *DEBIAN_VERSIONS]
 
 
 def interpreter(version: str) -> str:
-    if version == "this":
-        return PYTHON
-    found = PYTHONS.get(version)
-    if not found:
-        pytest.skip(f"CPython {version} is not installed here")
-    return found[-1]
+    return python_for(version.removesuffix("-container"))
+
+
+def start_target(python_target, code: str, version: str, stdin: bool = False):  # type: ignore[no-untyped-def]
+    """A target on ``version``; "3.X-container": in pid, mount and network namespaces of its
+    own as well, attached by its host pid (``proc.target_pid``)."""
+    return python_target(
+        code, python=interpreter(version), stdin=stdin, container=version.endswith("-container")
+    )
 
 
 TWO_CPU_THREADS = """
@@ -118,13 +119,13 @@ def _true_holds(segments: list[list[list[float]]], start: float, end: float) -> 
     return [(b - a) * 1000 for a, b in holds if start <= a and b <= end]
 
 
-@pytest.mark.parametrize("version", ["3.8", "3.9", "3.10", "3.11", "3.12", "3.13"])
+@pytest.mark.parametrize("version", [*ALL_VERSIONS, "3.14-container"])
 def test_two_cpu_bound_threads(python_target, version: str) -> None:  # type: ignore[no-untyped-def]
     """Two spinning threads share the GIL. Hold times are checked against the spinners' own
     timing, not against the 5 ms switch interval: on a busy machine the waiter's timed wait
     and the holder's drop both wait for a CPU, and holds really do stretch (seen: p50 8.0 ms
     with one CPU hog beside the target, exactly what the target itself measured)."""
-    proc = python_target(SELF_TIMED_SPINNERS, python=interpreter(version), stdin=True)
+    proc = start_target(python_target, SELF_TIMED_SPINNERS, version, stdin=True)
     timeline, segments, start, end = _collect_with_truth(proc, 3.0, ("gil", "threads"))
     truth = _true_holds(segments, start, end)  # type: ignore[arg-type]
     result = report.build(timeline.window())
@@ -149,20 +150,20 @@ def test_two_cpu_bound_threads(python_target, version: str) -> None:  # type: ig
     assert gil.waiters_mean is not None and 0.5 <= gil.waiters_mean <= 1.0, gil
 
 
-@pytest.mark.parametrize("version", ["3.8", "3.11", "3.13"])
+@pytest.mark.parametrize("version", ["3.8", "3.11", "3.13", "3.14", "3.15", "3.15-container"])
 def test_idle_target_holds_nothing(python_target, version: str) -> None:  # type: ignore[no-untyped-def]
-    proc = python_target(IDLE, python=interpreter(version))
-    gil = gil_report(proc.pid, 2.0).gil
+    proc = start_target(python_target, IDLE, version)
+    gil = gil_report(proc.target_pid, 2.0).gil
     assert gil.source == "memory"
     assert gil.held_share is not None and gil.held_share < 0.05
 
 
-@pytest.mark.parametrize("version", ["3.9", "3.12", "this"])
+@pytest.mark.parametrize("version", ["3.9", "3.12", "3.14", "3.15", "this"])
 def test_half_held_in_2ms_bursts(python_target, version: str) -> None:  # type: ignore[no-untyped-def]
     """2 ms of GIL, 2 ms of sleep. The truth is the target's own timing of each burst: on a
     busy machine its sleeps wake late, and the held share really falls (seen: 0.35-0.38 with
     a CPU hog beside it, where a fixed 0.5 ± 0.12 failed)."""
-    proc = python_target(HALF_IN_2MS_BURSTS, python=interpreter(version), stdin=True)
+    proc = start_target(python_target, HALF_IN_2MS_BURSTS, version, stdin=True)
     timeline, truth, start, end = _collect_with_truth(proc, 3.0, ("gil", "threads"))
     gil = report.build(timeline.window()).gil
     inside = [(a, b) for a, b in truth if start <= a and b <= end]
@@ -180,7 +181,7 @@ def _collect_with_truth(
 ) -> tuple[Timeline, list[list[float]], float, float]:
     """Collect at full rate, then ask the target (a line on its stdin) for its own log; also
     the span the GIL reads covered, to compare like with like."""
-    timeline = collect(proc.pid, seconds, probes=probes, full_rate=True)
+    timeline = collect(proc.target_pid, seconds, probes=probes, full_rate=True)  # type: ignore[attr-defined]
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(b"\n")
     proc.stdin.flush()

@@ -26,6 +26,7 @@ from lifescope.rules import load as load_rules
 from lifescope.samples import Frame
 from lifescope.session import collect
 from tests.conftest import PYTHON, stop_pid, wait_for
+from tests.interpreters import python_for
 
 KNOWN = ("L0", "L1", "L2", "L3", "L4", "L5", "L6")
 
@@ -82,13 +83,21 @@ def wait_listening(port: int) -> None:
 # --- aiohttp (the demo server) ---------------------------------------------------------
 
 
-@pytest.mark.parametrize(("path", "layer"), [("/cpu?ms=80", "L4"), ("/bigjson?n=40000", "L5")])
-def test_aiohttp_dominant_layer(path: str, layer: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "layer", "version"),
+    [
+        ("/cpu?ms=80", "L4", "this"),
+        ("/bigjson?n=40000", "L5", "this"),
+        ("/cpu?ms=80", "L4", "3.14"),
+        ("/bigjson?n=40000", "L5", "3.15"),
+    ],
+)
+def test_aiohttp_dominant_layer(path: str, layer: str, version: str) -> None:
     """One closed-loop client (no think time): the connection's time is the server's.
 
     The handler's own work must dwarf the client's turn-around (a few ms), or the
     connection honestly spends much of its time idle on the client's side (L6)."""
-    server = start_demo_server(port=0)
+    server = start_demo_server(port=0, python=python_for(version))
     stop = threading.Event()
     clients = hammer(server.port, path, stop, workers=1)
     try:
@@ -501,10 +510,13 @@ def test_user_rules_override_builtins(tmp_path: Path) -> None:
     assert decision.rule == "ours.toml#1"
 
 
-def test_aiohttp_slow_middleware_is_layer_3_from_parked_tasks() -> None:
+@pytest.mark.parametrize("version", ["this", "3.14", "3.15"])
+def test_aiohttp_slow_middleware_is_layer_3_from_parked_tasks(version: str) -> None:
     """Issue 9's truth: requests parked in a middleware's `await asyncio.sleep(0.2)` are read
     from the target's memory, counted at that await point, and make L3 the largest layer."""
-    server = start_demo_server(port=0, flags=["--slow-middleware", "200"])
+    server = start_demo_server(
+        port=0, flags=["--slow-middleware", "200"], python=python_for(version)
+    )
     stop = threading.Event()
     clients = hammer(server.port, "/fast", stop, workers=4)
     try:

@@ -34,6 +34,7 @@ Usage::
     python tools/gen_asyncio_offsets.py /path/to/python3.12  # specific interpreters
     python tools/gen_asyncio_offsets.py --check              # compare with the committed files
     python tools/gen_asyncio_offsets.py --no-verify          # skip the live end-to-end read
+    python tools/gen_asyncio_offsets.py --root ROOT /usr/bin/python3.14   # chrooted (Debian's)
 
 Tables describe the default (GIL) build on the architecture the script runs on (x86-64 here).
 """
@@ -47,13 +48,14 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from _cpython import compile_and_run, interpreter_info, python_command
+
 REPO = Path(__file__).resolve().parent.parent
 OUT_DIR = REPO / "src" / "lifescope" / "probes" / "asyncio_offsets"
-SUPPORTED_MINORS = range(8, 14)  # 3.8 .. 3.13
+SUPPORTED_MINORS = range(8, 16)  # 3.8 .. 3.15
 
 C_SOURCE = r"""
 #define Py_BUILD_CORE 1
@@ -72,6 +74,11 @@ C_SOURCE = r"""
 #endif
 #if PY_VERSION_HEX >= 0x030A0000
 #  include "internal/pycore_moduleobject.h"
+#endif
+#if PY_VERSION_HEX >= 0x030E0000
+#  include "internal/pycore_tstate.h"
+#  include "internal/pycore_llist.h"
+#  include "internal/pycore_stackref.h"
 #endif
 #if PY_VERSION_HEX >= 0x030B0000
 #  include "internal/pycore_frame.h"
@@ -126,6 +133,10 @@ int main(void) {
     O(PyObject, ob_refcnt);
     O(PyObject, ob_type);
     O(PyVarObject, ob_size);
+#if PY_VERSION_HEX >= 0x030E0000
+    /* 3.14: the top 16 bits of the reference-count word are flags (immortal, static). */
+    O(PyObject, ob_flags);
+#endif
     CLOSE();
 
     OPEN("type");
@@ -280,7 +291,14 @@ int main(void) {
     F("code", offsetof(_PyInterpreterFrame, f_executable));
     F("instr", offsetof(_PyInterpreterFrame, instr_ptr));
 #  endif
+#  if PY_VERSION_HEX >= 0x030E0000
+    /* 3.14: a pointer past the top of the value stack, whose entries are tagged
+       _PyStackRefs (as is f_executable): mask Py_TAG_BITS to get an object pointer. */
+    O(_PyInterpreterFrame, stackpointer);
+    F("tag_bits", Py_TAG_BITS);
+#  else
     O(_PyInterpreterFrame, stacktop);
+#  endif
     O(_PyInterpreterFrame, owner);
     O(_PyInterpreterFrame, localsplus);
     F("size", sizeof(_PyInterpreterFrame));
@@ -294,6 +312,9 @@ int main(void) {
     F("suspended", FRAME_SUSPENDED);
 #  if PY_VERSION_HEX >= 0x030D0000
     F("suspended_yield_from", FRAME_SUSPENDED_YIELD_FROM);
+#  endif
+#  if PY_VERSION_HEX >= 0x030F0000
+    F("suspended_yield_from_locked", FRAME_SUSPENDED_YIELD_FROM_LOCKED);
 #  endif
     F("executing", FRAME_EXECUTING);
     F("cleared", FRAME_CLEARED);
@@ -316,6 +337,20 @@ int main(void) {
     F("co_linetable", offsetof(PyCodeObject, co_lnotab));
 #endif
     CLOSE();
+
+#if PY_VERSION_HEX >= 0x030E0000
+    /* 3.14 keeps native tasks in per-thread circular lists (and the interpreter's, for
+       tasks of threads that exited) instead of a WeakSet; the running loop and task of a
+       thread are in its thread state.  _asyncio publishes these offsets too (its
+       .AsyncioDebug section): the reader checks one against the other on attach. */
+    OPEN("task_lists");
+    F("tstate_running_loop", offsetof(_PyThreadStateImpl, asyncio_running_loop));
+    F("tstate_running_task", offsetof(_PyThreadStateImpl, asyncio_running_task));
+    F("tstate_tasks_head", offsetof(_PyThreadStateImpl, asyncio_tasks_head));
+    F("interp_tasks_head", offsetof(PyInterpreterState, asyncio_tasks_head));
+    F("node_next", offsetof(struct llist_node, next));
+    CLOSE();
+#endif
 
 #if PY_VERSION_HEX >= 0x030A0000
     OPEN("module");
@@ -534,9 +569,18 @@ else:
     state = ctypes.c_int8.from_address(id(pc) + G["gi_frame_state"]).value
     fs = T["frame_state"]
     assert state == fs.get("suspended_yield_from", fs["suspended"]), state
-    assert ptr_at(iframe + I["code"]) == id(pc.cr_code)
-    stacktop = ctypes.c_int.from_address(iframe + I["stacktop"]).value
-    top = ptr_at(iframe + I["localsplus"] + P * (stacktop - 1))
+    untag = ~I.get("tag_bits", 0)  # 3.14+: f_executable and stack entries are tagged
+    assert ptr_at(iframe + I["code"]) & untag == id(pc.cr_code)
+    if "stackpointer" in I:
+        # 3.15 suspends a yield-from with a NULL above the awaited object: find its depth.
+        sp = ptr_at(iframe + I["stackpointer"])
+        depth = only([d for d in (1, 2, 3) if ptr_at(sp - P * d) & untag == id(pc.cr_await)],
+                     "depth of the awaited object on the value stack")
+        out["stack"] = {"awaited_depth": depth}
+        top = ptr_at(sp - P * depth) & untag
+    else:
+        stacktop = ctypes.c_int.from_address(iframe + I["stacktop"]).value
+        top = ptr_at(iframe + I["localsplus"] + P * (stacktop - 1))
     assert top == id(pc.cr_await), "stack top is not cr_await"
     instr = ptr_at(iframe + I["instr"])
     base = id(pc.cr_code) + T["code"]["co_code_adaptive"]
@@ -570,38 +614,11 @@ def _version_key(python: Path) -> tuple[int, ...]:
     return (int(m.group(1)), int(m.group(2))) if m else (0,)
 
 
-def interpreter_info(python: Path) -> dict[str, object]:
-    code = (
-        "import sys, sysconfig, json, platform; print(json.dumps({'version': "
-        "sys.version.split()[0], 'include': sysconfig.get_paths()['include'], "
-        "'machine': platform.machine(), "
-        "'gil_disabled': bool(sysconfig.get_config_var('Py_GIL_DISABLED'))}))"
-    )
-    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
-    info: dict[str, object] = json.loads(out.stdout)
-    return info
-
-
-def compile_offsets(include: str, cc: str) -> dict[str, object]:
-    with tempfile.TemporaryDirectory(prefix="lifescope-asyncio-offsets-") as tmp:
-        src = Path(tmp) / "offsets.c"
-        exe = Path(tmp) / "offsets"
-        src.write_text(C_SOURCE)
-        proc = subprocess.run(
-            [cc, "-O0", "-w", f"-I{include}", f"-I{include}/internal", str(src), "-o", str(exe)],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            raise SystemExit(f"compiling against {include} failed:\n{proc.stderr[-4000:]}")
-        out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
-    result: dict[str, object] = json.loads(out)
-    return result
-
-
-def measure(python: Path, header: dict[str, object]) -> dict[str, object]:
+def measure(python: Path, header: dict[str, object], root: Path | None) -> dict[str, object]:
     proc = subprocess.run(
-        [str(python), "-c", MEASURE_SOURCE, json.dumps(header)], capture_output=True, text=True
+        [*python_command(python, root), "-c", MEASURE_SOURCE, json.dumps(header)],
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         raise SystemExit(f"measuring {python} failed:\n{proc.stderr[-4000:]}")
@@ -609,13 +626,13 @@ def measure(python: Path, header: dict[str, object]) -> dict[str, object]:
     return result
 
 
-def build_table(python: Path, cc: str) -> tuple[str, dict[str, object]]:
-    info = interpreter_info(python)
+def build_table(python: Path, cc: str, root: Path | None = None) -> tuple[str, dict[str, object]]:
+    info = interpreter_info(python, root)
     if info["gil_disabled"]:
         raise SystemExit(f"{python}: free-threaded build; these tables describe GIL builds")
-    header = compile_offsets(str(info["include"]), cc)
+    header = compile_and_run(C_SOURCE, info, cc)
     header.pop("py_version_hex", None)
-    measured = measure(python, header)
+    measured = measure(python, header, root)
     major, minor = (int(x) for x in str(info["version"]).split(".")[:2])
     key = f"{major}.{minor}"
     module = header.pop("module", None)
@@ -670,13 +687,15 @@ asyncio.run(main())
 """
 
 
-def verify_live(python: Path, n: int = 200) -> str:
+def verify_live(python: Path, n: int = 200, root: Path | None = None) -> str:
     """Start a child of this version with known tasks and read it with lifescope's reader."""
     sys.path.insert(0, str(REPO / "src"))
     from lifescope.probes.asyncio_reader import AsyncioReader
 
     proc = subprocess.Popen(
-        [str(python), "-c", VERIFY_TARGET, str(n)], stdout=subprocess.PIPE, text=True
+        [*python_command(python, root), "-c", VERIFY_TARGET, str(n)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -706,6 +725,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="compare with committed files only")
     ap.add_argument("--no-verify", action="store_true", help="skip the live end-to-end read")
     ap.add_argument("--cc", default=os.environ.get("CC") or shutil.which("cc") or "cc")
+    ap.add_argument("--root", type=Path, help="run the interpreters chrooted into ROOT")
     args = ap.parse_args(argv)
     pythons = args.pythons or find_interpreters()
     if not pythons:
@@ -714,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     for py in sorted(pythons, key=_version_key):
-        key, table = build_table(py, args.cc)
+        key, table = build_table(py, args.cc, args.root)
         path = OUT_DIR / f"cpython-{key}.json"
         text = json.dumps(table, indent=2, sort_keys=True) + "\n"
         if args.check:
@@ -723,7 +743,7 @@ def main(argv: list[str] | None = None) -> int:
             status |= 0 if same else 1
             continue
         path.write_text(text)
-        note = "" if args.no_verify else "; " + verify_live(py)
+        note = "" if args.no_verify else "; " + verify_live(py, root=args.root)
         print(f"{key}: wrote {path.relative_to(REPO)} ({table['generated_from']}{note})")
     return status
 

@@ -17,6 +17,11 @@ Usage::
     python tools/gen_offsets.py                      # every /root/.pyenv/versions/3.X.Y
     python tools/gen_offsets.py /path/to/python3.12  # specific interpreters
     python tools/gen_offsets.py --check              # regenerate in memory, diff against files
+    python tools/gen_offsets.py --root ROOT /usr/bin/python3.14   # a chrooted interpreter
+
+``--root``: the interpreter lives in a root filesystem of its own (``tools/debian-cpython``
+unpacks Debian's 3.14/3.15 with ``libpython3.X-dev`` that way); it is run with ``chroot`` and
+its headers are taken from under ROOT.
 
 The tables describe the default (GIL) build on the architecture the script runs on (x86-64
 here); a free-threaded or other-architecture build needs its own run.
@@ -32,12 +37,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from _cpython import compile_and_run, interpreter_info, python_command
 
 REPO = Path(__file__).resolve().parent.parent
 OUT_DIR = REPO / "src" / "lifescope" / "probes" / "offsets"
-SUPPORTED_MINORS = range(8, 14)  # 3.8 .. 3.13
+SUPPORTED_MINORS = range(8, 16)  # 3.8 .. 3.15
 
 # The C program.  Everything version-dependent is selected with PY_VERSION_HEX so a single
 # source works for all supported versions; each emitted number is an offsetof()/sizeof().
@@ -233,39 +239,11 @@ def _version_key(python: Path) -> tuple[int, ...]:
     return (int(m.group(1)), int(m.group(2))) if m else (0,)
 
 
-def interpreter_info(python: Path) -> dict[str, str]:
-    """Ask the interpreter for its version and include directory (its own sysconfig)."""
-    code = (
-        "import sys, sysconfig, json; print(json.dumps({'version': sys.version.split()[0], "
-        "'include': sysconfig.get_paths()['include'], 'hexversion': sys.hexversion, "
-        "'machine': __import__('platform').machine(), "
-        "'gil_disabled': bool(sysconfig.get_config_var('Py_GIL_DISABLED'))}))"
-    )
-    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
-
-
-def compile_offsets(include: str, cc: str) -> dict[str, object]:
-    """Compile and run the offsetof program against one interpreter's headers."""
-    with tempfile.TemporaryDirectory(prefix="lifescope-offsets-") as tmp:
-        src = Path(tmp) / "offsets.c"
-        exe = Path(tmp) / "offsets"
-        src.write_text(C_SOURCE)
-        subprocess.run(
-            [cc, "-O0", "-w", f"-I{include}", f"-I{include}/internal", str(src), "-o", str(exe)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
-    return json.loads(out)
-
-
-def build_table(python: Path, cc: str) -> tuple[str, dict[str, object]]:
-    info = interpreter_info(python)
+def build_table(python: Path, cc: str, root: Path | None = None) -> tuple[str, dict[str, object]]:
+    info = interpreter_info(python, root)
     if info["gil_disabled"]:
         raise SystemExit(f"{python}: free-threaded build; these tables describe GIL builds")
-    raw = compile_offsets(str(info["include"]), cc)
+    raw = compile_and_run(C_SOURCE, info, cc)
     major, minor = (int(x) for x in str(info["version"]).split(".")[:2])
     minor_key = f"{major}.{minor}"
     table: dict[str, object] = {
@@ -279,10 +257,12 @@ def build_table(python: Path, cc: str) -> tuple[str, dict[str, object]]:
     return minor_key, table
 
 
-def verify(python: Path, table: dict[str, object]) -> str:
+def verify(python: Path, table: dict[str, object], root: Path | None = None) -> str:
     """Run the interpreter and check the table against its own live GIL."""
     proc = subprocess.run(
-        [str(python), "-c", VERIFY_SOURCE, json.dumps(table)], capture_output=True, text=True
+        [*python_command(python, root), "-c", VERIFY_SOURCE, json.dumps(table)],
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         raise SystemExit(f"verification failed for {python}:\n{proc.stderr}")
@@ -294,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("pythons", nargs="*", type=Path, help="interpreters (default: pyenv 3.8-3.13)")
     ap.add_argument("--check", action="store_true", help="compare with committed files only")
     ap.add_argument("--cc", default=os.environ.get("CC") or shutil.which("cc") or "cc")
+    ap.add_argument("--root", type=Path, help="run the interpreters chrooted into ROOT")
     args = ap.parse_args(argv)
     pythons = args.pythons or find_interpreters()
     if not pythons:
@@ -303,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: generating for {platform.machine()}", file=sys.stderr)
     status = 0
     for py in sorted(pythons, key=_version_key):
-        key, table = build_table(py, args.cc)
-        result = verify(py, table)
+        key, table = build_table(py, args.cc, args.root)
+        result = verify(py, table, args.root)
         path = OUT_DIR / f"cpython-{key}.json"
         text = json.dumps(table, indent=2, sort_keys=True) + "\n"
         if args.check:

@@ -29,8 +29,8 @@ def _add_version(parser: argparse.ArgumentParser) -> None:
 
 
 PID_HELP = (
-    "process id of a CPython 3.8–3.13 process, or ssh://[user@]host[:port]/PID for one on "
-    "another machine (collector there, UI here; nothing to install there)"
+    "process id of a CPython 3.8–3.15 (or newer) process, or ssh://[user@]host[:port]/PID for "
+    "one on another machine (collector there, UI here; nothing to install there)"
 )
 SUDO_HELP = "ssh:// only: run the collector on the host with `sudo -n` (a target of another user)"
 SAMPLING = ("probes", "http_lines", "full_rate", "lean", "keep_command_line")

@@ -124,6 +124,7 @@ def check_target(pid: int) -> list[Check]:
     except TargetError as exc:
         return [Check(f"pid {pid}", False, exc.problem, exc.remedy)]
     checks = [Check(f"pid {pid}", True, f"Python {target.python}: {target.command[:60]}")]
+    checks.append(check_container(pid))
     try:
         with open(f"/proc/{pid}/task/{pid}/syscall") as handle:
             handle.read()
@@ -171,6 +172,42 @@ def check_target(pid: int) -> list[Check]:
         except subprocess.TimeoutExpired:
             checks.append(Check("py-spy dump", False, "timed out after 15 s", "retry"))
     return checks
+
+
+_NAMESPACES = {
+    "pid": "its thread ids are its namespace's: mapped to ours through NSpid",
+    "mnt": "its files are not ours: the interpreter is read through /proc/PID/root",
+    "net": "its sockets are read inside its network namespace",
+}
+
+
+def container_traits(pid: int) -> list[str]:
+    """What sets the target apart from lifescope's own view: namespaces and root (empty when
+    it shares them all)."""
+    traits = []
+    for ns, meaning in _NAMESPACES.items():
+        try:
+            theirs = os.readlink(f"/proc/{pid}/ns/{ns}")
+            ours = os.readlink(f"/proc/self/ns/{ns}")
+        except OSError:
+            continue
+        if theirs != ours:
+            traits.append(f"own {ns} namespace ({meaning})")
+    try:
+        root = os.readlink(f"/proc/{pid}/root")
+    except OSError:
+        root = "/"
+    if root != "/" and not any(t.startswith("own mnt") for t in traits):
+        traits.append(f"chroot {root} (the interpreter is read through /proc/PID/root)")
+    return traits
+
+
+def check_container(pid: int) -> Check:
+    """Informational: a containerised target works, but the user should know what differs."""
+    traits = container_traits(pid)
+    if not traits:
+        return Check("container", True, "no: same namespaces and root as lifescope")
+    return Check("container", True, "yes: " + "; ".join(traits))
 
 
 def run(pid: int | None) -> list[Check]:

@@ -151,6 +151,9 @@ FREE = 0
 """`GilRuns` holder value for "the GIL was free"."""
 UNKNOWN_HOLDER = -1
 """Holder value for "held, by a thread state we could not map to a thread id"."""
+NO_GIL = "no GIL"
+"""How the GIL probe's status reason starts when the target has no GIL (a free-threaded build
+with the GIL disabled): the analysis then shows no held share at all, not py-spy's."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from lifescope.probes.offsets import support, supported_range
+
 _PY_LIB = re.compile(r"(?:lib)?python(\d)\.(\d+)[a-z]*(?:\.so[.\d]*)?$")
 
 
@@ -238,13 +240,13 @@ def resolve(pid: int) -> Target:
         raise TargetError(
             f"pid {pid} ({command[:60]}) does not look like a CPython process "
             "(no libpython or python executable mapped)",
-            "pass the pid of a CPython 3.8–3.13 process",
+            f"pass the pid of a CPython {supported_range()} process",
         )
-    major_minor = tuple(int(x) for x in minor.split("."))
-    if not (3, 8) <= major_minor <= (3, 13):
+    major, minor_number = (int(x) for x in minor.split("."))
+    if support(major, minor_number) == "unsupported":
         raise TargetError(
             f"pid {pid} runs Python {minor}, which lifescope does not support",
-            "lifescope reads CPython 3.8–3.13",
+            f"lifescope reads CPython {supported_range()} (and attempts newer 3.x releases)",
         )
     return Target(
         pid=pid,

@@ -18,7 +18,7 @@ from lifescope.analysis import packets as packet_analysis
 from lifescope.analysis import tasks as task_analysis
 from lifescope.analysis.frames import innermost_app, label
 from lifescope.analysis.processes import ProcessView, processes_view
-from lifescope.samples import Frame, Socket, SocketsSample
+from lifescope.samples import NO_GIL, Frame, Socket, SocketsSample
 from lifescope.timeline import Window
 
 SNAPSHOT_SCHEMA = "lifescope.snapshot/1"
@@ -80,6 +80,12 @@ class GilView:
     resolution_ms: float | None = None
     held_series: tuple[float, ...] = ()
     """Held share per `SERIES_STEP_S` over the window, oldest first (for a sparkline)."""
+    no_gil: str | None = None
+    """Set (why) when the target has no GIL (a free-threaded build with it disabled): source
+    is then "none", no held share is given, and what stands in its place is below."""
+    runnable_mean: float | None = None
+    """No GIL: threads runnable at once (on a CPU or waiting for one), mean over /proc samples."""
+    runnable_max: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +328,7 @@ def _thread_views(
             seen[thread.tid] += 1
             if thread.state == "R":
                 runnable[thread.tid] += 1
+    no_gil = no_gil_reason(window) is not None
     if gil_stats is not None:
         gil_shares: dict[int, float | None] = dict(gil_stats.by_thread)
         waiting: dict[int, float] = dict(gil_stats.waiting_share)
@@ -348,7 +355,7 @@ def _thread_views(
         if t_last > t_first:
             cpu = _ratio((thread.cpu_ticks - ticks_first) / clock, t_last - t_first)  # type: ignore[attr-defined]
         state = conc.current_state.get(tid) or _STATE_WORDS.get(thread.state, thread.state)  # type: ignore[attr-defined]
-        has_gil_data = gil_stats is not None or bool(window.dumps)
+        has_gil_data = (gil_stats is not None or bool(window.dumps)) and not no_gil
         gil_share = gil_shares.get(tid, 0.0) if has_gil_data else None
         views.append(
             ThreadView(
@@ -417,7 +424,28 @@ def _strips(window: Window, history: gil.Holds | None) -> dict[int, str]:
     return {tid: "".join(chars) for tid, chars in strips.items()}
 
 
+def no_gil_reason(window: Window) -> str | None:
+    """Why the target has no GIL, when its GIL probe said so (see ``samples.NO_GIL``)."""
+    status = next((s for s in reversed(window.statuses) if s.probe == "gil"), None)
+    if status is not None and (status.reason or "").startswith(NO_GIL):
+        return status.reason
+    return None
+
+
 def _gil_view(window: Window, stats: gil.GilStats | None, history: gil.Holds | None) -> GilView:
+    no_gil = no_gil_reason(window)
+    if no_gil is not None:
+        # Nothing to hold: py-spy's owns_gil would be made up. What stands in its place is how
+        # many threads can run Python at once, and each thread's CPU (the threads pane).
+        counts = [sum(t.state == "R" for t in s.threads) for s in window.threads]
+        return GilView(
+            held_share=None,
+            source="none",
+            samples=0,
+            no_gil=no_gil,
+            runnable_mean=_round(sum(counts) / len(counts)) if counts else None,
+            runnable_max=max(counts) if counts else None,
+        )
     if stats is not None and history is not None:
         return GilView(
             held_share=stats.held_share,
@@ -704,6 +732,9 @@ def to_json(report: Report) -> dict[str, object]:
             "hold_ms": dict(report.gil.hold_ms) or None,
             "waiters_mean": report.gil.waiters_mean,
             "resolution_ms": report.gil.resolution_ms,
+            "no_gil": report.gil.no_gil,
+            "runnable_mean": report.gil.runnable_mean,
+            "runnable_max": report.gil.runnable_max,
         },
         "event_loops": [
             {
@@ -817,11 +848,18 @@ def to_text(report: Report) -> str:
         why = f"  ({'; '.join(filter(None, (p.reason, p.remedy)))})" if p.reason else ""
         lines.append(f"  {p.name:<8} {p.status:<11} {p.rate_hz:7.1f}/s{why}")
     gil_view = report.gil
-    lines += [
-        "",
-        f"GIL held {_pct(gil_view.held_share)} (source {gil_view.source}, "
-        f"{gil_view.samples} samples)",
-    ]
+    if gil_view.no_gil:
+        lines += [
+            "",
+            f"{gil_view.no_gil}: {gil_view.runnable_mean} threads runnable at once on average "
+            f"(max {gil_view.runnable_max})",
+        ]
+    else:
+        lines += [
+            "",
+            f"GIL held {_pct(gil_view.held_share)} (source {gil_view.source}, "
+            f"{gil_view.samples} samples)",
+        ]
     if gil_view.switches_per_s is not None:
         hold = dict(gil_view.hold_ms)
         lines.append(

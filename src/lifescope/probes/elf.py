@@ -28,7 +28,6 @@ import re
 import struct
 import sys
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from lifescope.target import undeleted
@@ -49,12 +48,15 @@ except (ImportError, TypeError) as exc:
         pass
 
 
+from lifescope.probes.errors import PERMISSION_REMEDY, ReaderUnavailable
+
 __all__ = [
     "ElfImage",
     "ElfLookupError",
     "Mapping",
     "PythonBinary",
     "find_python_binary",
+    "find_section",
     "parse_maps",
 ]
 
@@ -411,8 +413,53 @@ def _version(image: ElfImage, path: str) -> tuple[tuple[int, int] | None, str | 
     return None, None, "unknown"
 
 
+_section_cache: dict[tuple[str, int, int, int, str], bytes | None] = {}
+
+
+def find_section(pid: int, section: str, file_pattern: str) -> tuple[str, bytes] | None:
+    """The initialised contents of ELF section ``section`` in the first file mapped by ``pid``
+    whose name matches ``file_pattern`` and has that section: (its path, the bytes).
+
+    Why sections: CPython 3.14+ publishes layouts in sections of their own (``.PyRuntime``,
+    and ``.AsyncioDebug`` in ``_asyncio``, built into the executable or an extension module),
+    found by name even in a stripped build.  The file is opened as the target sees it
+    (:func:`_open_target_file`: map_files or /proc/PID/root, never the host's file of the
+    same name).  Raises ``ProcessLookupError``/``PermissionError`` like :func:`parse_maps`.
+    """
+    try:
+        maps = parse_maps(pid)
+    except FileNotFoundError as exc:
+        raise ProcessLookupError(f"no process {pid}") from exc
+    pattern = re.compile(file_pattern)
+    for (path, _), group in _group_by_file(maps).items():
+        if not pattern.search(os.path.basename(undeleted(path))):
+            continue
+        try:
+            open_path, st = _open_target_file(pid, group)
+        except ElfLookupError:
+            continue
+        key = (path, st.st_dev, st.st_ino, st.st_mtime_ns, section)
+        with _cache_lock:
+            known = key in _section_cache
+            data = _section_cache.get(key)
+        if not known:
+            data = None
+            try:
+                with open(open_path, "rb") as handle:
+                    found = ELFFile(handle).get_section_by_name(section)
+                    if found is not None and found["sh_type"] != "SHT_NOBITS":
+                        data = found.data()
+            except (ELFError, OSError):
+                data = None
+            with _cache_lock:
+                _section_cache[key] = data
+        if data is not None:
+            return path, data
+    return None
+
+
 def open_python_binary(
-    pid: object, fail: Callable[[str, str, str], Exception], not_python_remedy: str
+    pid: object, fail: type[ReaderUnavailable], not_python_remedy: str
 ) -> PythonBinary:
     """`find_python_binary` for a memory reader's attach: a bad pid, a dead process, no
     permission or no CPython each become `fail(reason, remedy, status)` — the reader's own
@@ -424,12 +471,8 @@ def open_python_binary(
     try:
         return find_python_binary(pid)
     except ProcessLookupError as exc:
-        raise fail(f"process {pid} exited", "check the pid", "gone") from exc
+        raise fail.gone(pid) from exc
     except PermissionError as exc:
-        raise fail(
-            f"not allowed to read /proc/{pid}/maps",
-            "run lifescope as the target's user or as root (CAP_SYS_PTRACE)",
-            "denied",
-        ) from exc
+        raise fail(f"not allowed to read /proc/{pid}/maps", PERMISSION_REMEDY, "denied") from exc
     except ElfLookupError as exc:
         raise fail(str(exc), not_python_remedy, "unavailable") from exc

@@ -98,7 +98,8 @@ class GilProbe(Probe):
             )
 
         self.emit(info(now, self.rate_hz, realtime))
-        self.set_status("ok")
+        note = reader.note  # an untested version, a forked worker, a pid namespace
+        self.set_status("ok", note)
         first = reader.read()
         run_holder = _holder(first.locked, first.holder_tid)
         run_start = window_start = now
@@ -168,7 +169,7 @@ class GilProbe(Probe):
                         else "run as root so the sampler can use SCHED_FIFO",
                     )
                 else:
-                    self.set_status("ok")
+                    self.set_status("ok", note)
                 runs = []
                 reads = 0
                 late = 0

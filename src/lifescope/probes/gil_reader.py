@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 import struct
 import threading
@@ -46,6 +47,7 @@ from lifescope.probes.elf import (
     PythonBinary,
     open_python_binary,
 )
+from lifescope.probes.errors import GilUnavailable, NoGil
 from lifescope.probes.memory import (
     MemoryReadError,
     PreparedRead,
@@ -53,7 +55,16 @@ from lifescope.probes.memory import (
     ReadPermissionError,
     RemoteMemory,
 )
-from lifescope.probes.offsets import CPythonOffsets, available_versions, load_offsets
+from lifescope.probes.nspid import TidMap, ns_tids
+from lifescope.probes.offsets import (
+    CPythonOffsets,
+    available_versions,
+    load_offsets,
+    newest_table,
+    support,
+    supported_range,
+)
+from lifescope.samples import NO_GIL
 
 __all__ = ["GilRead", "GilReader", "GilUnavailable"]
 
@@ -66,24 +77,6 @@ _PTHREAD_SCAN_BYTES = 1024  # glibc keeps the TID at 720 (x86-64), musl far lowe
 _DEBUG_COOKIE = b"xdebugpy"
 _INTERP_REFRESH_S = 0.05  # re-list interpreters at most this often (a new subinterpreter)
 _MAX_CACHE = 4096
-
-
-class GilUnavailable(Exception):
-    """lifescope cannot read this process's GIL; ``reason`` says why, ``remedy`` what to do.
-
-    ``status`` uses the probe vocabulary of the design: ``"denied"`` (permissions),
-    ``"gone"`` (no such process / it exited) or ``"unavailable"`` (not CPython, unsupported
-    version, layout failed validation).
-    """
-
-    def __init__(self, reason: str, remedy: str, status: str = "unavailable") -> None:
-        super().__init__(reason, remedy, status)
-        self.reason = reason
-        self.remedy = remedy
-        self.status = status
-
-    def __str__(self) -> str:
-        return f"{self.reason} ({self.remedy})" if self.remedy else self.reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +169,14 @@ class GilReader:
         self._interval_us = 0
         self._last_interp_refresh = 0.0
         self.interp_addresses: tuple[int, ...] = (layout.main_interp,)
+        self._tidmap = TidMap(pid)
+        self.untested = False
+        """A newer CPython than any table, attempted through its published offsets."""
+        self.validated = ""
+        """What the layout was checked against on attach, in words (for an untested version)."""
+        self.forked_from: int | None = None
+        """The stale thread id a forked worker's only thread state keeps (uWSGI), if any."""
+        self._table_from = ""
 
     # ----------------------------------------------------------------- public API
     @classmethod
@@ -185,15 +186,23 @@ class GilReader:
         Raises :class:`GilUnavailable` when anything does not check out.
         """
         binary = open_python_binary(
-            pid, GilUnavailable, "attach to a CPython 3.8-3.13 process (or its worker processes)"
+            pid,
+            GilUnavailable,
+            f"attach to a CPython {supported_range()} process (or its worker processes)",
         )
         major, minor = binary.version
         table = load_offsets(major, minor)
+        untested = False
+        if table is None and support(major, minor) == "untested":
+            # A newer minor than any table: its _Py_DebugOffsets say where everything is;
+            # the newest table supplies only what they do not publish, and is trusted only
+            # where the published offsets agree with it (checked in _resolve_debug_offsets).
+            table, untested = newest_table(), True
         if table is None:
             raise GilUnavailable(
                 f"CPython {major}.{minor} is not supported by the GIL reader "
                 f"(tables exist for {', '.join(available_versions())})",
-                "run tools/gen_offsets.py against that interpreter, or use py-spy sampling",
+                "use py-spy sampling (automatic) for this target",
             )
         if binary.machine != "EM_X86_64" or table.machine != "x86_64":
             raise GilUnavailable(
@@ -203,22 +212,38 @@ class GilReader:
         mem = RemoteMemory(pid)
         try:
             reader = cls._resolve(pid, binary, table, mem)
+            reader.untested = untested
+            reader._table_from = f"the {table.generated_from} table"
             reader._validate()
         except ReadPermissionError as exc:
-            raise GilUnavailable(
-                f"not allowed to read memory of process {pid}",
-                "run as the target's user or root; with Yama ptrace_scope>=1 grant "
-                "CAP_SYS_PTRACE (docker: --cap-add SYS_PTRACE)",
-                "denied",
-            ) from exc
+            raise GilUnavailable.denied(pid) from exc
         except ProcessGoneError as exc:
-            raise GilUnavailable(f"process {pid} exited", "check the pid", "gone") from exc
+            raise GilUnavailable.gone(pid) from exc
         except MemoryReadError as exc:
             raise GilUnavailable(
                 f"reading the interpreter state failed: {exc}",
                 "the target may be starting up or shutting down; retry",
             ) from exc
         return reader
+
+    @property
+    def note(self) -> str | None:
+        """What the user should know about a reader that works: an untested (newer) version
+        and what validated it, a forked worker, a pid namespace.  None when nothing."""
+        notes = []
+        if self.untested:
+            notes.append(
+                f"untested version {self.python_version}, validated: {self.validated} "
+                f"(layout of the unpublished fields from {self._table_from})"
+            )
+        if self.forked_from is not None:
+            notes.append(
+                f"forked worker: its thread state keeps thread id {self.forked_from} of the "
+                "process it was forked from; read as this process's only thread"
+            )
+        if self._tidmap.namespaced:
+            notes.append("in another pid namespace: thread ids mapped through NSpid")
+        return "; ".join(notes) or None
 
     @property
     def interval_us(self) -> int:
@@ -279,7 +304,7 @@ class GilReader:
         try:
             buf = self._prepared.read_into_buffer()
         except ProcessGoneError as exc:
-            raise GilUnavailable(f"process {self.pid} exited", "", "gone") from exc
+            raise GilUnavailable.gone(self.pid, "") from exc
         except MemoryReadError as exc:
             raise GilUnavailable(f"GIL read failed: {exc}", "re-attach") from exc
         lay = self._layout
@@ -345,7 +370,8 @@ class GilReader:
         g = t.gil
         sizes = t.sizes
         if t.debug_offsets_layout is not None:
-            return cls._resolve_debug_offsets(pid, binary, t, mem)
+            untested = support(*binary.version) == "untested"
+            return cls._resolve_debug_offsets(pid, binary, t, mem, untested)
         main = mem.read_pointer(runtime + t.runtime["interpreters_main"])
         if not main:
             raise GilUnavailable(
@@ -388,7 +414,12 @@ class GilReader:
 
     @classmethod
     def _resolve_debug_offsets(
-        cls, pid: int, binary: PythonBinary, t: CPythonOffsets, mem: RemoteMemory
+        cls,
+        pid: int,
+        binary: PythonBinary,
+        t: CPythonOffsets,
+        mem: RemoteMemory,
+        untested: bool = False,
     ) -> GilReader:
         """3.13+: take offsets from the target's own ``_Py_DebugOffsets``.
 
@@ -402,31 +433,21 @@ class GilReader:
         runtime = binary.runtime_address
         base = runtime + t.runtime["debug_offsets"]
         raw = mem.read(base, lay["size"])
-        if raw[:8] != _DEBUG_COOKIE:
+        try:
+            published = parse_debug_offsets(raw, lay)
+        except ValueError as exc:
             raise GilUnavailable(
-                f"_Py_DebugOffsets cookie missing at _PyRuntime ({raw[:8]!r})",
-                "not a standard CPython build; falling back to py-spy",
-            )
-
-        def pub(key: str) -> int:
-            return int.from_bytes(raw[lay[key] : lay[key] + 8], "little")
-
-        hexv = pub("version")
-        major, minor, micro = (hexv >> 24) & 0xFF, (hexv >> 16) & 0xFF, (hexv >> 8) & 0xFF
-        if (major, minor) != binary.version:
+                str(exc), "not a standard CPython build; falling back to py-spy"
+            ) from exc
+        pub = published.value
+        if published.minor_version != binary.version:
+            major, minor = published.minor_version
             raise GilUnavailable(
                 f"_Py_DebugOffsets says {major}.{minor}, the binary says "
                 f"{binary.version[0]}.{binary.version[1]}",
                 "report this build; falling back to py-spy",
             )
-        level = {0xA: "a", 0xB: "b", 0xC: "rc"}.get((hexv >> 4) & 0xF, "")
-        version = f"{major}.{minor}.{micro}" + (f"{level}{hexv & 0xF}" if level else "")
-        if pub("free_threaded"):
-            raise GilUnavailable(
-                f"free-threaded CPython {version}t: the GIL is usually disabled and its struct "
-                "layout differs from the GIL-build table",
-                "use py-spy sampling for this target",
-            )
+        version = published.version
         ip = "interpreter_state."
         gil_struct = pub(ip + "gil_runtime_state")
         rel_locked = pub(ip + "gil_runtime_state_locked") - gil_struct
@@ -456,7 +477,14 @@ class GilReader:
                 "no main interpreter in the published interpreter list",
                 "attach once the server is running",
             )
-        if main != main_published:
+        if published.free_threaded:
+            # "enabled" is published relative to the GIL struct, not the interpreter
+            gil_struct_address = main_published + pub(ip + "gil_runtime_state")
+            enabled = mem.read_i32(gil_struct_address + pub(ip + "gil_runtime_state_enabled"))
+            raise free_threaded_verdict(version, enabled)
+        if untested:
+            main = main_published  # the table's runtime offsets are another version's
+        elif main != main_published:
             raise GilUnavailable(
                 f"interpreters.main ({main:#x}) disagrees with the published list "
                 f"({main_published:#x})",
@@ -502,6 +530,8 @@ class GilReader:
             tstate_tid_off=pub("thread_state.native_thread_id"),
             tid_is_native=True,
         )
+        if untested:
+            layout = _discover_tid_field(pid, layout, raw, lay, mem)
         return cls(pid, binary, version, layout, mem)
 
     # ----------------------------------------------------------------- thread states
@@ -555,10 +585,7 @@ class GilReader:
         """
         counter = self._read_counter()
         states = self._thread_states()
-        if self._layout.tid_is_native:
-            tids = {s.address: s.raw_tid for s in states if s.raw_tid}
-        else:
-            tids = self._map_pthreads(states, _tasks(self.pid))
+        tids = self._state_tids(states, self._own_tasks())
         if counter is not None:
             main = self._layout.main_interp
             self._tids = {
@@ -585,23 +612,51 @@ class GilReader:
             if not raw_tid:
                 return None
             if lay.tid_is_native:
-                tid = raw_tid
+                own = raw_tid
             else:
                 off = self._pthread_tid_off
                 if off is None:
                     return None
-                tid = self._i32.unpack_from(self._mem.read(raw_tid + off, 4), 0)[0]
+                own = self._i32.unpack_from(self._mem.read(raw_tid + off, 4), 0)[0]
         except ProcessGoneError as exc:
-            raise GilUnavailable(f"process {self.pid} exited", "", "gone") from exc
+            raise GilUnavailable.gone(self.pid, "") from exc
         except MemoryReadError:
             return None  # freed under us
-        if tid <= 0:
+        tid = self._tid_of(own) if own > 0 else None
+        if tid is None:
             return None
         if lay.counter_off is not None and interp == lay.main_interp:
             if len(self._tids) >= _MAX_CACHE:
                 self._tids.clear()
             self._tids[holder] = tid
         return tid
+
+    def _tid_of(self, own: int) -> int | None:
+        """Our id of the thread a thread state names: through the pid namespace's NSpid map,
+        and, for a forked worker, its stale inherited id read as its only thread."""
+        if own == self.forked_from:
+            return self.pid
+        return self._tidmap.host(own)
+
+    def _own_tasks(self) -> set[int]:
+        """The target's threads by the ids *it* uses (its pid namespace's)."""
+        if self._tidmap.namespaced:
+            self._tidmap.refresh()
+            return set(ns_tids(self.pid))
+        return _tasks(self.pid)
+
+    def _state_tids(self, states: list[_ThreadState], own_tasks: set[int]) -> dict[int, int]:
+        """Thread-state address → our TID, for the states that map to one."""
+        if self._layout.tid_is_native:
+            owns = {s.address: s.raw_tid for s in states if s.raw_tid}
+        else:
+            owns = self._map_pthreads(states, own_tasks)
+        out = {}
+        for address, own in owns.items():
+            tid = self._tid_of(own)
+            if tid is not None:
+                out[address] = tid
+        return out
 
     def _map_pthreads(self, states: list[_ThreadState], tasks: set[int]) -> dict[int, int]:
         """3.8-3.10: pthread_t → TID through the libc thread descriptor (see module doc)."""
@@ -665,7 +720,7 @@ class GilReader:
     def _validate(self, attempts: int = 20, pause_s: float = 0.005) -> None:
         """Check the layout against the live process; retry briefly to ride out races
         (a holder changing between our reads, a thread starting or exiting)."""
-        problems: list[str] = []
+        problems: list[tuple[str, str]] = []
         for _ in range(attempts):
             problem = self._validate_once()
             if problem is None:
@@ -673,62 +728,211 @@ class GilReader:
             problems.append(problem)
             time.sleep(pause_s)
         # Report the most frequent problem: it is the systematic one.
-        worst = max(set(problems), key=problems.count)
+        reason, remedy = max(set(problems), key=problems.count)
         raise GilUnavailable(
-            f"GIL layout failed validation for CPython {self.python_version}: {worst}",
-            "falling back to py-spy sampling; regenerate offsets with tools/gen_offsets.py",
+            f"GIL layout failed validation for CPython {self.python_version}: {reason}",
+            f"falling back to py-spy sampling; {remedy}",
         )
 
-    def _validate_once(self) -> str | None:
+    def _layout_remedy(self) -> str:
+        """What to do about offsets that do not fit: depends on whether they were generated
+        for this version at all."""
+        if self.untested:
+            return (
+                f"CPython {self.python_version} is newer than lifescope's tables: generate "
+                "one with tools/gen_offsets.py against it, or upgrade lifescope"
+            )
+        return "regenerate offsets with tools/gen_offsets.py against this build"
+
+    def _unmapped(self, states: list[_ThreadState], own: set[int]) -> tuple[str, str] | None:
+        """No thread state maps to a live thread: say why, with the remedy for that cause —
+        or accept a forked worker (its one thread state keeps its parent's id)."""
+        lay = self._layout
+        raws = sorted({s.raw_tid for s in states if s.raw_tid})
+        shown = ", ".join(str(r) for r in raws[:4])
+        if self._tidmap.namespaced and not own:
+            return (
+                f"the target is in another pid namespace and /proc/{self.pid}/task/*/status "
+                "has no NSpid line to map its thread ids",
+                "run lifescope on a kernel ≥ 4.1, or inside the target's container",
+            )
+        main_states = [s for s in states if s.interp == lay.main_interp]
+        if lay.tid_is_native and len(own) == 1 and len(main_states) == 1 and raws:
+            # A process forked by C code that did not re-initialise CPython (uWSGI's workers
+            # unless py-call-osafterfork is set): the one thread state is the thread that
+            # forked, in the parent.  With one thread there is only one it can be now.
+            self.forked_from = main_states[0].raw_tid
+            return None
+        if lay.tid_is_native and all(os.path.exists(f"/proc/{r}") for r in raws):
+            return (
+                f"thread states keep thread ids ({shown}) of another process, not of "
+                f"/proc/{self.pid}/task ({len(own)} threads): a worker forked without "
+                "re-initialising CPython, which now runs more than one thread",
+                "uWSGI: set py-call-osafterfork = true (or attach while a worker has one thread)",
+            )
+        return (
+            f"no thread state maps to a live thread of /proc/PID/task (thread states say "
+            f"{shown or 'nothing'}; the process has {len(own)} threads)",
+            self._layout_remedy(),
+        )
+
+    def _validate_once(self) -> tuple[str, str] | None:
+        """None when the layout fits the live process, else (what failed, the remedy)."""
         lay = self._layout
         raw = self._mem.read(lay.gil_address, max(lay.switch_off, lay.locked_off) + 8)
         interval = self._u64.unpack_from(raw, lay.interval_off)[0]
         locked = self._i32.unpack_from(raw, lay.locked_off)[0]
         holder = self._u64.unpack_from(raw, lay.holder_off)[0]
         switch = self._u64.unpack_from(raw, lay.switch_off)[0]
+        remedy = self._layout_remedy()
         if not 1 <= interval <= _MAX_INTERVAL_US:
-            return f"switch interval reads {interval} µs"
+            return f"switch interval reads {interval} µs", remedy
         if locked not in (0, 1):
-            return f"'locked' reads {locked}"
+            return f"'locked' reads {locked}", remedy
         if switch >= _MAX_SWITCH_NUMBER:
-            return f"switch_number reads {switch}"
+            return f"switch_number reads {switch}", remedy
         self._interval_us = interval
         tasks = _tasks(self.pid)
         if not tasks:
             raise ProcessGoneError(3, "no such process", self.pid, lay.gil_address, 0)
+        own = self._own_tasks()
         counter = self._read_counter()
         states = self._thread_states()
         if not states:
-            return "no thread states in any interpreter"
+            return "no thread states in any interpreter", "attach once the server is running"
         interps = set(self.interp_addresses)
         strays = [s for s in states if s.interp not in interps]
         if strays:
-            return f"{len(strays)} thread state(s) do not point back to an interpreter"
-        if lay.tid_is_native:
-            tids = {s.address: s.raw_tid for s in states if s.raw_tid}
-        else:
-            tids = self._map_pthreads(states, tasks)
-            if not tids:
-                return "cannot map pthread_t to a kernel TID in this libc"
+            return f"{len(strays)} thread state(s) do not point back to an interpreter", remedy
+        tids = self._state_tids(states, own)
+        if not lay.tid_is_native and not tids:
+            return (
+                "cannot map pthread_t to a kernel TID in this libc",
+                "use py-spy sampling (automatic) for this target",
+            )
         live = {a: t for a, t in tids.items() if t in tasks}
         if not live:
-            return "no thread state maps to a live thread of /proc/PID/task"
+            failure = self._unmapped(states, own)
+            if failure is not None:
+                return failure
+            live = self._state_tids(states, own)
         if locked and holder not in live:
-            return f"GIL held by {holder:#x}, which is not a live thread state"
+            return f"GIL held by {holder:#x}, which is not a live thread state", remedy
         if counter is not None:
             # Thread-state ids are handed out as ++next_unique_id: all distinct and ≤ counter.
             ids = [s.unique_id for s in states if s.interp == lay.main_interp]
             if not counter < _MAX_SWITCH_NUMBER:
-                return f"next_unique_id reads {counter}"
+                return f"next_unique_id reads {counter}", remedy
             if any(i is None or not 0 < i <= counter for i in ids) or len(set(ids)) != len(ids):
-                return f"thread-state ids {ids[:8]} do not fit next_unique_id={counter}"
+                return f"thread-state ids {ids[:8]} do not fit next_unique_id={counter}", remedy
             self._tids = {
                 a: t
                 for a, t in live.items()
                 if a in {s.address for s in states if s.interp == lay.main_interp}
             }
             self._counter = counter
+        self.validated = (
+            f"switch interval {interval} µs, {len(live)} of {len(states)} thread states map to "
+            f"live threads, locked={locked}"
+            + (", the holder is one of them" if locked else "")
+            + (", thread-state ids fit next_unique_id" if counter is not None else "")
+        )
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedOffsets:
+    """What a ``_Py_DebugOffsets`` block (3.13+, at the start of ``_PyRuntime``) says about
+    its interpreter: its version, whether it is a free-threaded build, and where things are."""
+
+    raw: bytes
+    layout: dict[str, int]
+    version_hex: int
+    free_threaded: bool
+
+    def value(self, key: str) -> int:
+        at = self.layout[key]
+        return int.from_bytes(self.raw[at : at + 8], "little")
+
+    @property
+    def minor_version(self) -> tuple[int, int]:
+        return (self.version_hex >> 24) & 0xFF, (self.version_hex >> 16) & 0xFF
+
+    @property
+    def version(self) -> str:
+        h = self.version_hex
+        level = {0xA: "a", 0xB: "b", 0xC: "rc"}.get((h >> 4) & 0xF, "")
+        return f"{(h >> 24) & 0xFF}.{(h >> 16) & 0xFF}.{(h >> 8) & 0xFF}" + (
+            f"{level}{h & 0xF}" if level else ""
+        )
+
+
+def parse_debug_offsets(raw: bytes, layout: dict[str, int]) -> PublishedOffsets:
+    """Read a ``_Py_DebugOffsets`` block with one version's layout of that struct.
+
+    The cookie, version and ``free_threaded`` flag lead the struct in every version, so they
+    read true even with a neighbouring version's layout.  Pure: tested on recorded blocks.
+    """
+    if raw[:8] != _DEBUG_COOKIE:
+        raise ValueError(f"_Py_DebugOffsets cookie missing at _PyRuntime ({raw[:8]!r})")
+    version_hex = int.from_bytes(raw[8:16], "little")
+    free = int.from_bytes(raw[layout["free_threaded"] :][:8], "little")
+    return PublishedOffsets(raw, layout, version_hex, bool(free))
+
+
+def free_threaded_verdict(version: str, gil_enabled: int) -> GilUnavailable:
+    """A free-threaded build: with its GIL disabled at run time (the default) there is no GIL
+    to read, and saying "held 0 %" or taking py-spy's owns_gil would be made up; with the GIL
+    re-enabled (``PYTHON_GIL=1``) its struct differs from the GIL-build tables."""
+    if gil_enabled == 0:
+        return NoGil(
+            f"{NO_GIL}: free-threaded CPython {version}t with the GIL disabled",
+            "nothing to fix: the GIL pane shows how many threads run Python at once instead",
+        )
+    return GilUnavailable(
+        f"free-threaded CPython {version}t running with its GIL enabled (PYTHON_GIL=1 or an "
+        "extension that needs it): its GIL struct differs from the GIL-build tables",
+        "held share from py-spy sampling (automatic)",
+    )
+
+
+_MAX_TSTATE = 1 << 14
+_THREAD_SECTION_SLOTS = 24
+
+
+def _discover_tid_field(
+    pid: int, layout: _Layout, raw: bytes, lay: dict[str, int], mem: RemoteMemory
+) -> _Layout:
+    """A newer CPython may have inserted fields into ``_Py_DebugOffsets``' thread-state section
+    (3.15 did, before ``thread_id``), so the newest known layout can point at the wrong one.
+    Find ``native_thread_id`` by value instead: among the offsets that section publishes, the
+    one at which every thread state of the main interpreter holds a distinct live thread id
+    of the target.  Validation still follows; none or several fits leave the layout as read.
+    """
+    start = lay["thread_state.size"]
+    size = int.from_bytes(raw[start : start + 8], "little")
+    if not 0 < size <= _MAX_TSTATE:
+        return layout
+    slots = [
+        int.from_bytes(raw[at : at + 8], "little")
+        for at in range(start + 8, min(len(raw), start + 8 * _THREAD_SECTION_SLOTS), 8)
+    ]
+    candidates = sorted({v for v in slots if 0 < v <= size - 8 and v % 8 == 0})
+    blocks = []
+    ts = mem.read_pointer(layout.main_interp + layout.interp_threads_head_off)
+    while ts and len(blocks) < 256:
+        block = mem.read(ts, size)
+        blocks.append(block)
+        ts = int.from_bytes(block[layout.tstate_next_off :][:8], "little")
+    own = set(ns_tids(pid)) or _tasks(pid)
+    fits = []
+    for off in candidates:
+        values = [int.from_bytes(b[off : off + 8], "little") for b in blocks]
+        if values and all(v in own for v in values) and len(set(values)) == len(values):
+            fits.append(off)
+    if len(fits) != 1:
+        return layout
+    return dataclasses.replace(layout, tstate_tid_off=fits[0])
 
 
 _own_offsets_cache: list[frozenset[int]] = []

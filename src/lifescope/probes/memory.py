@@ -9,7 +9,9 @@ policy, or ``CAP_SYS_PTRACE``), and a failure tells us precisely why, which we k
 
 The hot path (the GIL probe reads the same 32 bytes 1000-2000 times a second) uses
 :meth:`RemoteMemory.prepare`, which builds the ``iovec`` structs once, so a read costs one
-ctypes call plus one system call.
+ctypes call plus one system call.  The asyncio task reader's many small objects go through
+:class:`Gather` instead (thousands of scattered regions per call, each allowed to fail alone).
+Both share the one ``process_vm_readv`` binding below.
 """
 
 from __future__ import annotations
@@ -17,17 +19,22 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import itertools
 import os
 import struct
 from collections.abc import Sequence
 
+from lifescope.probes.errors import ReaderUnavailable
+
 __all__ = [
+    "Gather",
     "MemoryReadError",
     "PartialReadError",
     "PreparedRead",
     "ProcessGoneError",
     "ReadPermissionError",
     "RemoteMemory",
+    "TornRead",
 ]
 
 # Linux refuses more than IOV_MAX iovecs per call; reads of many regions are chunked.
@@ -72,21 +79,27 @@ def _load_libc() -> ctypes.CDLL:
     return ctypes.CDLL(name, use_errno=True)
 
 
-_libc = _load_libc()
-try:
-    _process_vm_readv = _libc.process_vm_readv
-except AttributeError:  # pragma: no cover - glibc < 2.15 or a libc without the wrapper
-    _process_vm_readv = None
-else:
-    _process_vm_readv.restype = ctypes.c_ssize_t
-    _process_vm_readv.argtypes = (
+def _bind(remote: type) -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    """``process_vm_readv`` with the remote iovecs typed as ``remote``: an ``_IOVec`` array
+    (built once per :class:`PreparedRead`) or a packed buffer (built per :class:`Gather`
+    call with one ``struct.pack``)."""
+    fn = getattr(_load_libc(), "process_vm_readv", None)
+    if fn is None:  # pragma: no cover - glibc < 2.15 or a libc without the wrapper
+        return None
+    fn.restype = ctypes.c_ssize_t
+    fn.argtypes = (
         ctypes.c_int,
         ctypes.POINTER(_IOVec),
         ctypes.c_ulong,
-        ctypes.POINTER(_IOVec),
+        remote,
         ctypes.c_ulong,
         ctypes.c_ulong,
     )
+    return fn
+
+
+_process_vm_readv = _bind(ctypes.POINTER(_IOVec))
+_process_vm_readv_packed = _bind(ctypes.c_void_p)
 
 _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
@@ -231,3 +244,121 @@ class RemoteMemory:
                 return bytes(out)
             out += chunk
         return bytes(out)
+
+
+class TornRead(Exception):
+    """An object did not read back as what we expected (freed, reused, mid-update)."""
+
+
+_MAX_ADDRESS = 1 << 47  # x86-64 user space: anything above is not a pointer we can read
+_MAX_GATHER = 64 << 20  # bytes per system call: a torn size must not allocate gigabytes
+
+
+class Gather:
+    """Scattered reads of many small regions, up to 1024 per ``process_vm_readv``.
+
+    Why not :class:`PreparedRead`: that builds its iovec array field by field, which for
+    thousands of 64-byte regions costs more than the system call; here the remote iovecs are
+    packed with one ``struct.pack``.  A region that faults (the object was freed and its page
+    unmapped — rare, pools stay mapped) fails alone: the kernel stops at the first bad remote
+    iovec and reports how many bytes it copied, so the regions before it are kept and the
+    walk resumes after it.
+
+    A lost target or permission raises the owning reader's own ``error`` (``gone``,
+    ``denied``): a pass cannot go on, and the probe reports it as its status.
+    """
+
+    __slots__ = ("error", "pid", "regions_read", "syscalls")
+
+    def __init__(self, pid: int, error: type[ReaderUnavailable]) -> None:
+        self.pid = pid
+        self.error = error
+        self.syscalls = 0
+        self.regions_read = 0
+
+    def _fail(self, err: int, address: int, size: int) -> None:
+        if err == errno.ESRCH:
+            raise self.error.gone(self.pid, "")
+        if err == errno.EPERM:
+            raise self.error.denied(self.pid)
+
+    def read(self, regions: Sequence[tuple[int, int]], min_size: int = 0) -> list[bytes | None]:
+        """Each region's bytes, or None where it could not be read.
+
+        A region that faults is retried alone at ``min_size`` bytes when that is smaller (the
+        caller over-reads unknown objects and can live with less).
+        """
+        count = len(regions)
+        out: list[bytes | None] = [None] * count
+        retry: list[int] = []
+        start = 0
+        while start < count:
+            end = min(count, start + _IOV_MAX)
+            chunk = regions[start:end]
+            bad = next(
+                (k for k, (a, n) in enumerate(chunk) if not (0 < a < _MAX_ADDRESS and n > 0)),
+                -1,
+            )
+            if bad == 0:  # a NULL or non-canonical pointer: unreadable by definition
+                start += 1
+                continue
+            if bad > 0:
+                chunk = chunk[:bad]
+                end = start + bad
+            sizes = [n for _, n in chunk]
+            total = sum(sizes)
+            if total > _MAX_GATHER:
+                raise TornRead(f"refusing to read {total} bytes at once")
+            buf = ctypes.create_string_buffer(total)
+            local = _IOVec(ctypes.addressof(buf), total)
+            remote = struct.pack(f"<{2 * len(chunk)}Q", *itertools.chain.from_iterable(chunk))
+            if _process_vm_readv_packed is None:  # pragma: no cover
+                raise self.error("process_vm_readv is not available", "use Linux ≥ 3.2")
+            got = _process_vm_readv_packed(self.pid, ctypes.byref(local), 1, remote, len(chunk), 0)
+            self.syscalls += 1
+            if got < 0:
+                self._fail(ctypes.get_errno(), *chunk[0])
+                got = 0
+            data = buf.raw
+            if got == total:
+                offsets = itertools.accumulate(sizes, initial=0)
+                out[start:end] = [data[o : o + n] for o, n in zip(offsets, sizes, strict=False)]
+                self.regions_read += len(chunk)
+                start = end
+                continue
+            # The kernel stopped at a faulting region: keep the complete ones before it, and
+            # resume right after it.
+            offset = done = 0
+            for n in sizes:
+                if offset + n > got:
+                    break
+                out[start + done] = data[offset : offset + n]
+                offset += n
+                done += 1
+            self.regions_read += done
+            retry.append(start + done)
+            start += done + 1
+        for i in retry:
+            addr, size = regions[i]
+            for attempt in (size, min_size):
+                if attempt <= 0 or (attempt == min_size and min_size >= size):
+                    continue
+                buf = ctypes.create_string_buffer(attempt)
+                local = _IOVec(ctypes.addressof(buf), attempt)
+                remote = struct.pack("<QQ", addr, attempt)
+                got = _process_vm_readv_packed(self.pid, ctypes.byref(local), 1, remote, 1, 0)  # type: ignore[misc]
+                self.syscalls += 1
+                if got == attempt:
+                    out[i] = buf.raw
+                    self.regions_read += 1
+                    break
+                if got < 0:
+                    self._fail(ctypes.get_errno(), addr, attempt)
+        return out
+
+    def one(self, address: int, size: int) -> bytes:
+        """One region; raise :class:`TornRead` if it cannot be read."""
+        data = self.read([(address, size)])[0]
+        if data is None:
+            raise TornRead(f"unreadable {size} bytes at {address:#x}")
+        return data

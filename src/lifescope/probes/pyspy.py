@@ -35,6 +35,7 @@ from lifescope.outputs import private_directory
 from lifescope.probes.base import Emit, Probe
 from lifescope.probes.budget import rate_within
 from lifescope.probes.family import Family
+from lifescope.probes.nspid import TidMap
 from lifescope.samples import Frame, GilOwnership, StackSpan, StacksWindow
 from lifescope.target import Target
 
@@ -292,6 +293,8 @@ class StacksProbe(Probe):
         self.native = native
         self.process: subprocess.Popen[bytes] | None = None
         self.source = SourceLines(target.pid)
+        self.tids = TidMap(target.pid)
+        self._worker_tids: dict[int, TidMap] = {}
 
     def stop(self) -> None:
         super().stop()
@@ -397,18 +400,25 @@ class StacksProbe(Probe):
         worker forked after its app was loaded (uWSGI) still names its master's thread id
         for its main thread: not one of its own, so it is the worker's main thread."""
         if not pid or pid == self.target.pid:
-            return tid
+            return self.tids.ours(tid)
+        tids = self._worker_tids.get(pid)
+        if tids is None:
+            tids = self._worker_tids[pid] = TidMap(pid)
+        tid = tids.ours(tid)
         if not os.path.exists(f"/proc/{pid}/task/{tid}"):
             tid = pid
         pids[tid] = pid
         return tid
 
 
-def parse_dump(threads: Sequence[dict[str, Any]], now: float) -> GilOwnership:
-    """The instant `py-spy dump --json` describes: owners of the GIL, active threads, tops."""
+def parse_dump(
+    threads: Sequence[dict[str, Any]], now: float, tid_of: Callable[[int], int] = int
+) -> GilOwnership:
+    """The instant `py-spy dump --json` describes: owners of the GIL, active threads, tops.
+    ``tid_of`` as in :func:`parse_chrometrace`."""
     owners, active, names, tops = [], [], [], []
     for thread in threads:
-        tid = int(thread.get("os_thread_id") or thread.get("thread_id") or 0)
+        tid = tid_of(int(thread.get("os_thread_id") or thread.get("thread_id") or 0))
         names.append((tid, str(thread.get("thread_name") or "")))
         if thread.get("owns_gil"):
             owners.append(tid)
@@ -445,6 +455,7 @@ class DumpProbe(Probe):
         super().__init__(target, emit)
         self.rate_hz = rate_hz
         self.covered_by = tuple(covered_by)
+        self.tids = TidMap(target.pid)
 
     def _covered(self) -> bool:
         # A degraded GIL probe (late reads while shedding) still covers; a degraded stacks
@@ -482,7 +493,7 @@ class DumpProbe(Probe):
             if isinstance(threads, list):
                 failures = 0
                 self.set_status("ok")
-                self.emit(parse_dump(threads, (started + time.monotonic()) / 2))
+                self.emit(parse_dump(threads, (started + time.monotonic()) / 2, self.tids.ours))
             else:
                 failures += 1
                 stderr = done.stderr.decode(errors="replace") if done is not None else "timeout"

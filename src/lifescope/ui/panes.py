@@ -353,6 +353,18 @@ class GilPane(Pane):
     def show(self, report: Report) -> None:
         gil = report.gil
         problem = _problem(self.probe(report, "gil"))
+        if gil.no_gil:
+            # No GIL to hold (free-threaded): never a held share; how many threads can run
+            # Python at once stands in its place (each one's CPU is in the threads pane).
+            text = Text("no GIL", style="bold")
+            text.append(f" · {gil.no_gil.split(': ', 1)[-1]}", style="dim")
+            text.append(f"\n{gil.runnable_mean if gil.runnable_mean is not None else '—'}")
+            text.append(f" threads runnable at once (max {gil.runnable_max or '—'})")
+            self.set_summary(text)
+            self.query_one(Sparkline).data = [0.0]
+            sync_rows(self.query_one(DataTable), {})
+            self.border_subtitle = f"no GIL · {report.window_s:.0f}s"
+            return
         text = Text("held ", style="bold")
         text.append_text(bar(gil.held_share, 8))
         if gil.source == "memory":

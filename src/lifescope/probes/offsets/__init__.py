@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-__all__ = ["CPythonOffsets", "available_versions", "load_offsets"]
+__all__ = [
+    "CPythonOffsets",
+    "available_versions",
+    "load_offsets",
+    "newest_table",
+    "support",
+    "supported_range",
+]
+
+OLDEST = (3, 8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +81,60 @@ def load_offsets(major: int, minor: int) -> CPythonOffsets | None:
     )
 
 
-def available_versions() -> list[str]:
-    """Minor versions with a table, e.g. ``["3.8", ..., "3.13"]`` (sorted numerically)."""
+@cache
+def _versions() -> tuple[str, ...]:
     names = [
         p.name
         for p in resources.files(__name__).iterdir()
         if p.name.startswith("cpython-") and p.name.endswith(".json")
     ]
     keys = [n[len("cpython-") : -len(".json")] for n in names]
-    return sorted(keys, key=lambda k: tuple(int(x) for x in k.split(".")))
+    return tuple(sorted(keys, key=lambda k: tuple(int(x) for x in k.split("."))))
+
+
+def available_versions() -> list[str]:
+    """Minor versions with a table, e.g. ``["3.8", ..., "3.15"]`` (sorted numerically).
+
+    Listed once per process: a collector that later drops privileges (or a test that does)
+    must still be able to name them."""
+    return list(_versions())
+
+
+def _key(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")
+    return int(major), int(minor)
+
+
+def newest_table() -> CPythonOffsets:
+    """The table of the newest minor version lifescope was generated and tested against."""
+    major, minor = _key(available_versions()[-1])
+    table = load_offsets(major, minor)
+    assert table is not None
+    return table
+
+
+def support(major: int, minor: int) -> str:
+    """``"tested"`` (a table generated from that version's headers), ``"untested"`` (a newer
+    3.x than any table: attempted through the offsets the interpreter publishes about itself,
+    and trusted only once they validate on attach) or ``"unsupported"``.
+
+    Why newer versions are attempted rather than refused: since 3.13 every CPython publishes
+    where its runtime, interpreter and thread states keep what lifescope reads
+    (``_Py_DebugOffsets``), so a new minor release usually works unchanged, and the
+    validation on attach tells when it does not.
+    """
+    if (major, minor) < OLDEST or major != 3:
+        return "unsupported"
+    if load_offsets(major, minor) is not None:
+        return "tested"
+    newest = _key(available_versions()[-1])
+    return "untested" if (major, minor) > newest else "unsupported"
+
+
+def supported_range() -> str:
+    """``"3.8–3.15"``: the versions with a generated table, for messages and help."""
+    versions = available_versions()
+    return f"{versions[0]}–{versions[-1]}"
+
+
+_versions()  # listed at import, while the package's files are certainly readable
