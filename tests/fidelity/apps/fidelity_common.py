@@ -5,7 +5,7 @@ Each app answers the same paths; what a path does is its truth:
 * ``/ping``: nothing (readiness, and the one request an idle keep-alive client makes);
 * ``/sleep``: the handler waits ``WAIT_S`` (L4);
 * ``/db``: the handler runs a real, slow sqlite query (~0.3 s, L4; sqlite releases the GIL);
-  ``/db-long`` (http.server only) the same for ~2 s: a connection silent for that long is
+  ``/db-long`` (http.server only) the same for ~4 s: a connection silent for that long is
   still a request being served, not an idle keep-alive;
 * ``/mw-*``: a middleware waits ``WAIT_S``, the handler does nothing (L3);
 * ``/big``: a large JSON document serialised by the framework (L5);
@@ -33,8 +33,8 @@ _local = threading.local()
 QUERY = "select count(*) from t a, t b where a.x < ? and b.x < ? and a.x % 7 = b.x % 5"
 ROWS = 300
 """The join scans the 20,000-row table once per row below the bound (~80 ns a row here):
-ROWS ~0.3 s, LONG_ROWS ~2 s."""
-LONG_ROWS = 2500
+ROWS ~0.3 s, LONG_ROWS ~4 s."""
+LONG_ROWS = 4000
 
 
 def _connection() -> sqlite3.Connection:
