@@ -63,7 +63,7 @@ def _commit() -> str:
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return "?"
-    return out[:90]
+    return out if len(out) <= 80 else out[:79] + "…"
 
 
 def verdict(scenario: Scenario, check: str, ok: bool) -> str:
