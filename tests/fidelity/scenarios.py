@@ -303,217 +303,139 @@ SCENARIOS: tuple[Scenario, ...] = _table()
 BY_ID = {scenario.id: scenario for scenario in SCENARIOS}
 assert len(BY_ID) == len(SCENARIOS), "scenario ids must be unique"
 
-# Why lifescope is wrong today, by cause (evidence: docs/FIDELITY.md and the report of issue 12's
-# proof). The engine's wait rule consumes the app frame that waits and the next rule-matched
-# outer frame decides; without one, the walk reaches runpy / threading / concurrent.futures
-# (loop machinery) and the request's code is dropped.
-_WAIT_TO_PARSE = (
-    "the wait rule consumes do_GET's `time.sleep` line and the outer "
-    "BaseHTTPRequestHandler.handle_one_request (http_server.toml#1) decides: L2 parse"
-)
-_WAIT_DROPPED = (
-    "the wait rule consumes the app frame that sleeps, no rule matches the framework frames "
-    "outside it, and the walk ends in loop machinery (runpy / threading / "
-    "concurrent.futures): no layer, so the request is 'request received, response not "
-    "finished; its code is not visible'"
-)
+# Why lifescope is wrong today, by cause, measured on main at 5a09029 (the request-model engine;
+# the first matrix, on 13546b7, is in git history of docs/FIDELITY.md).
 _MASTER = (
     "attached to the master, the workers' requests are only kernel connections: 'request "
-    "received, response not finished; its code is not visible', layers unknown 1.00"
+    "received, response not finished; its code is not visible', layers unknown 0.90-1.00"
 )
 _NO_PID = "in_flight[].pid is not emitted"
 _TRACKER = (
     "multiprocessing's resource tracker (`-c from multiprocessing.resource_tracker import "
     "main`) is listed with role 'worker'"
 )
-_LIFESPAN = (
-    "the ASGI lifespan task (parked in LifespanOn.receive's Queue.get) counts as a request: "
-    "'L3 middleware: AsyncExitStackMiddleware.__call__ (queue)'"
-)
+_ROUTER = "uWSGI's HTTP router ('uWSGI http 1') is listed with role 'worker': 3 workers for 2"
 _DOUBLE = "a request is counted twice: once by its thread's code, once by its connection"
-_POOL = (
-    "AnyIO's worker threads run the endpoint (top frame seen, role 'other', no layer); the "
-    "request tasks awaiting the pool's future read 'L3 middleware: "
-    "AsyncExitStackMiddleware.__call__ (future)'"
-)
-_GTHREAD = (
-    "gthread's ThreadPoolExecutor threads show the view's `time.sleep` as top frame, but "
-    + _WAIT_DROPPED
+_IDLE_POOL = (
+    "an idle AnyIO worker thread (left from the sync endpoints, waiting for work in "
+    "WorkerThread.run) is a request: 'L4 handler: WorkerThread.run (lock)'"
 )
 _GEVENT = (
     "py-spy sees only the gevent hub (Hub.run): the greenlets serving the requests are "
-    "invisible; their connections read 'code is not visible' or a stale gunicorn frame as "
-    "L2 parse (Response._emit_body / send_headers, which write)"
-)
-_UWSGI_TID = (
-    "py-spy reports the uWSGI worker's stack (Flask `sleep`) under the master's thread id "
-    "(the forked worker keeps the parent's id in its thread state), so it never joins the "
-    "worker's thread and its connections: 'code is not visible'"
-)
-_MERGED = "consecutive callbacks' stalls are merged into one (each request is its own ~300 ms)"
-_NAMESPACE = (
-    "listener drops are ListenOverflows from /proc/net/netstat, for the whole network "
-    "namespace: a neighbour's drops are pinned on the target's listener"
+    "invisible, their connections 'request received, response not finished; its code is not "
+    "visible'"
 )
 
 KNOWN_WRONG: dict[tuple[str, str], str] = {
-    ("http.server/sleep", "layer"): f"{_WAIT_TO_PARSE}; measured L2 0.57-0.73, L4 0",
-    ("http.server/sleep", "frame"): _WAIT_TO_PARSE,
     ("http.server/slow-read", "in_flight"): f"{_DOUBLE}: 6 for 3 (3 threads 'L5 write: "
     "_SocketWriter.write' + 3 connections 'L5 response')",
-    ("http.server/keepalive", "in_flight"): (
-        "the 4 threads blocked reading the next request on idle keep-alive connections are "
-        "'L2 parse: handle_one_request (http/server.py:404)' requests"
-    ),
-    ("http.server/neighbour-drops", "drops"): f"{_NAMESPACE}: 109-152 shown, target's own 0",
-    ("werkzeug/sleep", "layer"): f"{_WAIT_TO_PARSE} (werkzeug's handler is a "
-    "BaseHTTPRequestHandler); measured L2 0.75-0.89, L4 0",
-    ("werkzeug/sleep", "in_flight"): (
-        "11-12 in flight for 4 clients: finished request threads (werkzeug starts one per "
-        "connection) still count as L2 parse"
-    ),
-    ("gunicorn-sync+flask/sleep@worker", "layer"): f"{_WAIT_DROPPED}; unknown 1.00",
-    ("gunicorn-sync+flask/sleep@worker", "frame"): _WAIT_DROPPED,
+    ("werkzeug/sleep", "in_flight"): "5 for 4 clients, all 'L4 handler: app (sleep)'",
     ("gunicorn-sync+flask/sleep@master", "layer"): _MASTER,
     ("gunicorn-sync+flask/sleep@master", "pids"): _NO_PID,
-    ("gunicorn-sync+flask/before-request-sleep@worker", "frame"): (
-        "right layer, but the evidence is the framework's Flask.preprocess_request, not the "
-        "app's `authenticate` hook that waits"
-    ),
     ("gunicorn-sync+flask/slow-read@worker", "in_flight"): (
-        f"{_DOUBLE}: 2 for 1; the thread writing the body reads "
-        "'L2 parse: Response._emit_body (gunicorn/http/wsgi.py)'"
+        f"{_DOUBLE}: 2 for 1 ('L5 write: write (gunicorn/util.py)' + 'L5 response')"
     ),
-    ("gunicorn-gthread+flask/sleep@worker", "layer"): f"{_GTHREAD}; unknown 0.96-1.00",
-    ("gunicorn-gthread+flask/sleep@worker", "frame"): _GTHREAD,
     ("gunicorn-gthread+flask/sleep@master", "layer"): _MASTER,
     ("gunicorn-gthread+flask/sleep@master", "pids"): _NO_PID,
-    ("gunicorn-gevent+flask/sleep@worker", "layer"): f"{_GEVENT}; unknown 0.99-1.00",
+    ("gunicorn-gevent+flask/sleep@worker", "layer"): f"{_GEVENT}; unknown 0.99",
     ("gunicorn-gevent+flask/sleep@worker", "frame"): _GEVENT,
     ("gunicorn-gevent+flask/sleep@master", "layer"): _MASTER,
     ("gunicorn-gevent+flask/sleep@master", "pids"): _NO_PID,
-    ("gunicorn-sync+django/function-middleware-sleep@worker", "layer"): (
-        f"{_WAIT_DROPPED} (through django's convert_exception_to_response.inner); unknown 0.99"
-    ),
-    ("gunicorn-sync+django/function-middleware-sleep@worker", "frame"): _WAIT_DROPPED,
-    ("gunicorn-sync+django/class-middleware-sleep@worker", "frame"): (
-        "L3 by accident: the wait rule consumes CallMiddleware.__call__ and the outer "
-        "func_middleware.<locals>.middleware frame decides"
-    ),
-    ("gunicorn-sync+django/mixin-middleware-sleep@worker", "frame"): (
-        "right layer, but the evidence is django's MiddlewareMixin.__call__, not the app's "
-        "MixinMiddleware.process_request that waits"
-    ),
     ("gunicorn-sync+django/view-sleep@worker", "layer"): (
-        "the wait rule consumes the view's `time.sleep` and the outer MiddlewareMixin.__call__ "
-        "(django.toml#1) decides: L3 0.69-0.85, L4 0"
+        "the view that waits is inside Django's middleware chain (MiddlewareMixin.__call__ "
+        "is outer to every view), and the whole chain reads L3: 'L3 middleware: sleep "
+        "(django_app.py) (sleep)', L3 0.99"
     ),
     ("gunicorn-sync+django/view-sleep@worker", "frame"): (
-        "the view that waits is read as 'L3 middleware: MiddlewareMixin.__call__'"
+        "the view is named, as 'L3 middleware: sleep (django_app.py)'"
     ),
     ("gunicorn-sync+django/view-sleep@master", "layer"): _MASTER,
     ("gunicorn-sync+django/view-sleep@master", "pids"): _NO_PID,
-    ("uvicorn+fastapi/idle", "in_flight"): f"{_LIFESPAN}: 1 in flight, no client",
-    ("uvicorn+fastapi/async-sleep", "in_flight"): (
-        f"6 for 4: {_LIFESPAN}, and a finished request's transport.write is one more"
-    ),
-    ("uvicorn+fastapi/sync-sleep", "layer"): f"{_POOL}: L3 0.59-0.87, L4 0",
-    ("uvicorn+fastapi/sync-sleep", "in_flight"): f"5-6 for 4: {_POOL}; plus the lifespan task",
-    ("uvicorn+fastapi/sync-sleep", "frame"): _POOL,
-    ("uvicorn+fastapi/sync-db", "layer"): (
-        f"{_POOL}; the pool thread's sqlite call is L4 by rule (db), the awaiting task L3 too: "
-        "L3 0.51-0.57 > L4 0.26-0.38"
-    ),
-    ("uvicorn+fastapi/sync-db", "in_flight"): (
-        "3-4 for 1: the pool thread's L4 db, the task awaiting it (L3), the lifespan task"
-    ),
-    ("uvicorn+fastapi/base-middleware-sleep", "in_flight"): (
-        f"6 for 4: {_LIFESPAN}; BaseHTTPMiddleware's call_next task is one more"
-    ),
-    ("uvicorn+fastapi/slow-read", "in_flight"): f"4 for 3: {_LIFESPAN}",
-    ("uvicorn+fastapi/keepalive", "in_flight"): f"{_LIFESPAN}: 1 in flight",
-    ("uvicorn+fastapi/blocking-sleep", "stalls"): (
-        f"{_MERGED}: measured 862-2104 ms stalls, e.g. 975 + 1333"
-    ),
+    ("uvicorn+fastapi/sync-db", "in_flight"): f"4 for 1: {_IDLE_POOL} (3 of them)",
+    ("uvicorn+fastapi/base-middleware-sleep", "in_flight"): f"5 for 4: {_IDLE_POOL}",
+    ("uvicorn+fastapi/slow-read", "in_flight"): f"4 for 3: {_IDLE_POOL}",
+    ("uvicorn+fastapi/keepalive", "in_flight"): f"1 for 0: {_IDLE_POOL}",
     ("uvicorn-w2+fastapi/idle@master", "workers"): f"{_TRACKER}: 3 workers for 2",
     ("uvicorn-w2+fastapi/async-sleep@master", "layer"): _MASTER,
     ("uvicorn-w2+fastapi/async-sleep@master", "workers"): f"{_TRACKER}: 3 workers for 2",
     ("uvicorn-w2+fastapi/async-sleep@master", "pids"): _NO_PID,
     ("aiohttp/middleware-sleep", "layer"): (
         "the middleware is app code, and an app frame without a rule is 'L4 handler' even "
-        "inside aiohttp's middleware chain: 'L4 handler: slow_auth (sleep)', L4 0.67-0.84, L3 0"
+        "inside aiohttp's middleware chain: 'L4 handler: slow_auth (sleep)', L4 1.00, L3 0"
     ),
     ("aiohttp/middleware-sleep", "frame"): "slow_auth is named, as 'L4 handler'",
-    ("aiohttp/blocking-sleep", "stalls"): f"{_MERGED}: measured 931, 1183, or one window-long",
     ("hypercorn+fastapi/idle@master", "workers"): f"{_TRACKER}: 2 workers for 1",
     ("hypercorn+fastapi/async-sleep@master", "layer"): _MASTER,
     ("hypercorn+fastapi/async-sleep@master", "workers"): f"{_TRACKER}: 2 workers for 1",
     ("hypercorn+fastapi/async-sleep@master", "pids"): _NO_PID,
-    ("granian+fastapi/async-sleep@worker", "in_flight"): (
-        "11-12 for 10: granian's lifespan task ('L4 handler: LifespanProtocol.receive "
-        "(queue)') and a finished response's send count as requests"
-    ),
     ("granian+fastapi/async-sleep@master", "layer"): (
         "the master has no listener and no client connection (the Rust workers own them): "
         "all layers 0"
     ),
     ("granian+fastapi/async-sleep@master", "in_flight"): "nothing in flight while 10 requests are",
     ("granian+fastapi/async-sleep@master", "pids"): "nothing in flight; " + _NO_PID,
-    ("uwsgi+flask/idle@master", "workers"): (
-        "uWSGI's HTTP router ('uWSGI http 1') is listed with role 'worker': 3 workers for 2"
-    ),
-    ("uwsgi+flask/sleep@worker", "layer"): f"{_UWSGI_TID}; unknown 1.00",
-    ("uwsgi+flask/sleep@worker", "frame"): _UWSGI_TID,
+    ("uwsgi+flask/idle@master", "workers"): _ROUTER,
     ("uwsgi+flask/sleep@master", "layer"): _MASTER,
     ("uwsgi+flask/sleep@master", "in_flight"): (
         "4 for 2: each request is two connections (client → router, router → worker)"
     ),
-    ("uwsgi+flask/sleep@master", "workers"): (
-        "uWSGI's HTTP router ('uWSGI http 1') is listed with role 'worker': 3 workers for 2"
-    ),
+    ("uwsgi+flask/sleep@master", "workers"): _ROUTER,
     ("uwsgi+flask/sleep@master", "pids"): _NO_PID,
 }
 """(scenario id, check) → what lifescope shows instead today, measured (see docs/FIDELITY.md).
 Wrong in every run: a strict xfail."""
 
 KNOWN_FLAKY: dict[tuple[str, str], str] = {
-    ("gunicorn-sync+flask/slow-read@worker", "layer"): (
-        f"right by a hair: {_DOUBLE} — the thread writing the body as 'L2 parse: "
-        "Response._emit_body', the connection as L5: L5 0.52-0.56 vs L2 0.44-0.48"
-    ),
-    ("uvicorn+fastapi/big-json", "layer"): (
-        f"right by a hair: {_LIFESPAN} for the whole window, L3 0.41-0.45 vs L5 0.46-0.49"
-    ),
     ("http.server/db-4s", "layer"): (
         "the connection's tcp_info timers tie (the request landed in the ms of the last "
         "response) and a tie older than 1 s (TIE_ACTIVE_MS) reads as idle, so a 4 s query's "
         "connection is L6 while its thread is L4, both counted: L4 0.44-0.53 vs L6 0.47-0.56"
     ),
-    ("http.server/keepalive", "layer"): (
-        "each idle keep-alive connection counts twice, its thread blocked reading the next "
-        "request as L2 parse and the connection as L6: L2 0.46-0.49 vs L6 0.38-0.54"
+    ("uvicorn+fastapi/blocking-sleep", "stalls"): (
+        "split per callback since 6b1e919, but some 300 ms time.sleep stalls read 240-244 ms "
+        "(measured 315, 283, 240, 289, 302, 244, 306)"
     ),
-    ("werkzeug/sleep", "frame"): f"{_WAIT_TO_PARSE}; one thread of 12 named the app once",
+    ("uvicorn+fastapi/big-json", "layer"): (
+        f"a near tie: {_IDLE_POOL} for the whole window, L4 0.50 vs L5 0.50 (before the "
+        "request model: the lifespan task's L3 0.41-0.45 vs L5 0.46-0.49)"
+    ),
     ("uvicorn+fastapi/asgi-middleware-sleep", "in_flight"): (
-        f"4-10 for 4: {_LIFESPAN}; requests seen at the line after the sleep count twice; "
-        "in one run BaseHTTPMiddleware's call_next tasks of the mounted app"
+        f"4-10 for 4 over five runs; 5 on main: {_IDLE_POOL}"
     ),
+    ("uwsgi+flask/sleep@worker", "frame"): (
+        "on main: 1 of 2 in-flight items named the view ('L4 handler: sleep'), then 0 of 2 on "
+        "the re-measurement ('request received, response not finished; its code is not "
+        "visible'); before the request model the worker's stacks, reported under the master's "
+        "thread id, never joined"
+    ),
+    # right in the latest runs: promote to plain tests once they stay right
+    ("gunicorn-sync+flask/slow-read@worker", "layer"): (
+        f"was right by a hair before the request model ({_DOUBLE}: L5 0.52 vs L2 0.48); L5 "
+        "1.00 on main"
+    ),
+    ("http.server/keepalive", "layer"): (
+        "was a coin flip before the request model (each idle connection's thread blocked on "
+        "the next request read as L2 parse, beside the connection's L6); L6 1.00 on main"
+    ),
+    ("werkzeug/sleep", "frame"): "was wrong in three runs of four before; right on main",
     ("uvicorn+fastapi/asgi-middleware-sleep", "frame"): (
-        "in one run of four the waits read as BaseHTTPMiddleware's call_next.send_no_error"
+        "in one run of four before the request model the waits read as BaseHTTPMiddleware's "
+        "call_next.send_no_error"
     ),
     ("aiohttp/sleep", "in_flight"): (
         "4 or 5 for 4: a request between handler and response (StreamResponse._write_headers,"
-        " _fix_request_current_app.impl) is counted beside the four parked ones"
+        " _fix_request_current_app.impl) was counted beside the four parked ones"
     ),
     ("aiohttp/middleware-sleep", "in_flight"): "4 or 5 for 4, as aiohttp/sleep",
     ("hypercorn+fastapi/async-sleep@worker", "in_flight"): (
-        "5 for 4 in three runs of four: a finished response's transport.write / "
-        "H11Protocol.stream_send counts as one more request"
+        "5 for 4 in three runs of four before the request model: a finished response's "
+        "transport.write / H11Protocol.stream_send counted as one more request"
     ),
     ("hypercorn+fastapi/async-sleep@worker", "frame"): (
         "in one run of four the 4 sleeping requests were 'code is not visible' (tasks not read)"
     ),
 }
-"""Checks lifescope passes in some runs and fails in others today (right by coincidence, or a
-near tie between two layers): a non-strict xfail, so the suite stays green either way; each
-one is meant to become a plain test once the engine gets it right every time."""
+"""Checks lifescope passes in some runs and fails in others (right by coincidence, or a near
+tie between two layers), or that became right too recently to be sure: a non-strict xfail, so
+the suite stays green either way; each is meant to become a plain test once it is right every
+time."""
