@@ -17,6 +17,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -187,6 +188,9 @@ def main() -> int:
     parser.add_argument("--output", default=str(ROOT / "docs" / "FIDELITY.md"))
     parser.add_argument("--json-dir", default=None, help="also write each snapshot here")
     args = parser.parse_args()
+    # SIGTERM (and SIGINT, which a shell's background job ignores) unwinds through `finally`,
+    # so the running server and its workers are stopped, not orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     chosen = [s for s in SCENARIOS if args.only is None or args.only in s.id]
     runner = Runner(seconds=args.seconds)
     results: dict[str, Measurement | str] = {}
