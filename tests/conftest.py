@@ -9,6 +9,7 @@ symlink (``os.path.realpath``) would start the base interpreter, where lifescope
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -39,6 +40,14 @@ def stop_pid(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (for servers that need one on the command
+    line; the kernel may hand it out again, which a test tolerates by failing to start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.05) -> None:

@@ -25,7 +25,7 @@ from lifescope.demo.children import start_demo_server
 from lifescope.rules import load as load_rules
 from lifescope.samples import Frame
 from lifescope.session import collect
-from tests.conftest import PYTHON, stop_pid, wait_for
+from tests.conftest import PYTHON, free_port, stop_pid, wait_for
 from tests.interpreters import python_for
 
 KNOWN = ("L0", "L1", "L2", "L3", "L4", "L5", "L6")
@@ -61,12 +61,6 @@ def hammer(port: int, path: str, stop: threading.Event, workers: int = 4) -> lis
     for thread in threads:
         thread.start()
     return threads
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_listening(port: int) -> None:

@@ -16,9 +16,9 @@ import pytest
 from lifescope.analysis import report
 from lifescope.demo.children import DemoServer, start_demo_server, start_load
 from lifescope.session import collect
-from tests.conftest import PYTHON, stop_pid
+from tests.conftest import PYTHON, free_port, stop_pid
 from tests.interpreters import python_for
-from tests.test_layers import free_port, hammer, wait_listening
+from tests.test_layers import hammer, wait_listening
 
 
 @pytest.fixture(params=["this", "3.14", "3.15"])
