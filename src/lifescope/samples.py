@@ -82,6 +82,8 @@ class Frame:
     """The source line, for frames that were innermost in a sample: when a thread sits in a
     C function (sqlite3's execute, time.sleep) py-spy shows only its Python caller, and the
     line `cur.execute(...)` is what tells a database wait from a sleep."""
+    calls_next: bool = False
+    """An application function that calls the next handler of a chain: middleware."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +256,10 @@ class TaskAwait:
     name: str
     file: str
     line: int
+    code: str | None = None
+    """The source line, for the application's own frames."""
+    calls_next: bool = False
+    """An application function that calls the next handler of a chain: middleware."""
 
 
 @dataclass(frozen=True, slots=True)

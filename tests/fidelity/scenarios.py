@@ -303,18 +303,8 @@ SCENARIOS: tuple[Scenario, ...] = _table()
 BY_ID = {scenario.id: scenario for scenario in SCENARIOS}
 assert len(BY_ID) == len(SCENARIOS), "scenario ids must be unique"
 
-# Why lifescope is wrong today, by cause, measured on main at 5a09029 (the request-model engine;
-# the first matrix, on 13546b7, is in git history of docs/FIDELITY.md).
-_MASTER = (
-    "attached to the master, the workers' requests are only kernel connections: 'request "
-    "received, response not finished; its code is not visible', layers unknown 0.90-1.00"
-)
-_NO_PID = "in_flight[].pid is not emitted"
-_TRACKER = (
-    "multiprocessing's resource tracker (`-c from multiprocessing.resource_tracker import "
-    "main`) is listed with role 'worker'"
-)
-_ROUTER = "uWSGI's HTTP router ('uWSGI http 1') is listed with role 'worker': 3 workers for 2"
+# Why lifescope is wrong today, by cause (the first matrix, on 13546b7, and each one since
+# are in the git history of docs/FIDELITY.md).
 _DOUBLE = "a request is counted twice: once by its thread's code, once by its connection"
 _IDLE_POOL = (
     "an idle AnyIO worker thread (left from the sync endpoints, waiting for work in "
@@ -327,60 +317,13 @@ _GEVENT = (
 )
 
 KNOWN_WRONG: dict[tuple[str, str], str] = {
-    ("http.server/slow-read", "in_flight"): f"{_DOUBLE}: 6 for 3 (3 threads 'L5 write: "
-    "_SocketWriter.write' + 3 connections 'L5 response')",
     ("werkzeug/sleep", "in_flight"): "5 for 4 clients, all 'L4 handler: app (sleep)'",
-    ("gunicorn-sync+flask/sleep@master", "layer"): _MASTER,
-    ("gunicorn-sync+flask/sleep@master", "pids"): _NO_PID,
-    ("gunicorn-sync+flask/slow-read@worker", "in_flight"): (
-        f"{_DOUBLE}: 2 for 1 ('L5 write: write (gunicorn/util.py)' + 'L5 response')"
-    ),
-    ("gunicorn-gthread+flask/sleep@master", "layer"): _MASTER,
-    ("gunicorn-gthread+flask/sleep@master", "pids"): _NO_PID,
     ("gunicorn-gevent+flask/sleep@worker", "layer"): f"{_GEVENT}; unknown 0.99",
     ("gunicorn-gevent+flask/sleep@worker", "frame"): _GEVENT,
-    ("gunicorn-gevent+flask/sleep@master", "layer"): _MASTER,
-    ("gunicorn-gevent+flask/sleep@master", "pids"): _NO_PID,
-    ("gunicorn-sync+django/view-sleep@worker", "layer"): (
-        "the view that waits is inside Django's middleware chain (MiddlewareMixin.__call__ "
-        "is outer to every view), and the whole chain reads L3: 'L3 middleware: sleep "
-        "(django_app.py) (sleep)', L3 0.99"
+    ("gunicorn-gevent+flask/sleep@master", "layer"): f"{_GEVENT}, in the workers as on one",
+    ("gunicorn-gevent+flask/sleep@master", "pids"): (
+        "no request's code is visible (greenlets), so none names its worker"
     ),
-    ("gunicorn-sync+django/view-sleep@worker", "frame"): (
-        "the view is named, as 'L3 middleware: sleep (django_app.py)'"
-    ),
-    ("gunicorn-sync+django/view-sleep@master", "layer"): _MASTER,
-    ("gunicorn-sync+django/view-sleep@master", "pids"): _NO_PID,
-    ("uvicorn+fastapi/sync-db", "in_flight"): f"4 for 1: {_IDLE_POOL} (3 of them)",
-    ("uvicorn+fastapi/base-middleware-sleep", "in_flight"): f"5 for 4: {_IDLE_POOL}",
-    ("uvicorn+fastapi/slow-read", "in_flight"): f"4 for 3: {_IDLE_POOL}",
-    ("uvicorn+fastapi/keepalive", "in_flight"): f"1 for 0: {_IDLE_POOL}",
-    ("uvicorn-w2+fastapi/idle@master", "workers"): f"{_TRACKER}: 3 workers for 2",
-    ("uvicorn-w2+fastapi/async-sleep@master", "layer"): _MASTER,
-    ("uvicorn-w2+fastapi/async-sleep@master", "workers"): f"{_TRACKER}: 3 workers for 2",
-    ("uvicorn-w2+fastapi/async-sleep@master", "pids"): _NO_PID,
-    ("aiohttp/middleware-sleep", "layer"): (
-        "the middleware is app code, and an app frame without a rule is 'L4 handler' even "
-        "inside aiohttp's middleware chain: 'L4 handler: slow_auth (sleep)', L4 1.00, L3 0"
-    ),
-    ("aiohttp/middleware-sleep", "frame"): "slow_auth is named, as 'L4 handler'",
-    ("hypercorn+fastapi/idle@master", "workers"): f"{_TRACKER}: 2 workers for 1",
-    ("hypercorn+fastapi/async-sleep@master", "layer"): _MASTER,
-    ("hypercorn+fastapi/async-sleep@master", "workers"): f"{_TRACKER}: 2 workers for 1",
-    ("hypercorn+fastapi/async-sleep@master", "pids"): _NO_PID,
-    ("granian+fastapi/async-sleep@master", "layer"): (
-        "the master has no listener and no client connection (the Rust workers own them): "
-        "all layers 0"
-    ),
-    ("granian+fastapi/async-sleep@master", "in_flight"): "nothing in flight while 10 requests are",
-    ("granian+fastapi/async-sleep@master", "pids"): "nothing in flight; " + _NO_PID,
-    ("uwsgi+flask/idle@master", "workers"): _ROUTER,
-    ("uwsgi+flask/sleep@master", "layer"): _MASTER,
-    ("uwsgi+flask/sleep@master", "in_flight"): (
-        "4 for 2: each request is two connections (client → router, router → worker)"
-    ),
-    ("uwsgi+flask/sleep@master", "workers"): _ROUTER,
-    ("uwsgi+flask/sleep@master", "pids"): _NO_PID,
 }
 """(scenario id, check) → what lifescope shows instead today, measured (see docs/FIDELITY.md).
 Wrong in every run: a strict xfail."""

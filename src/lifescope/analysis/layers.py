@@ -61,6 +61,9 @@ _PHASE_LAYER = {"handshake": "L0", "accept-queue": "L1", "idle": "L6"}
 _IO_KINDS = frozenset({"db", "cache", "http client", "dns"})
 """I/O a rule recognises (L4 by default). Like a sleep, it is a wait: called from
 middleware it is middleware's time (L3), from the handler the handler's."""
+POOL = "worker thread"
+"""The kind of a boundary that is a worker pool's run loop (AnyIO's): its thread is a
+request only while it runs something the request handed it."""
 _KIND_OF = {"L2": "parse", "L3": "middleware", "L4": "handler", "L5": "write"}
 
 
@@ -178,6 +181,8 @@ def _by_position(
             region[1], _KIND_OF.get(region[1], "request"), label(frame), region[2].source, wait
         )
     if region is not None and _matches(region[2], frame, False):
+        if region[2].kind == POOL:
+            return None  # a pool's thread with nothing inside its boundary: waiting for work
         layer = region[0]
         return Decision(
             layer, region[2].kind or _KIND_OF.get(layer, ""), label(frame), region[2].source, wait
@@ -193,11 +198,14 @@ def learn_middleware(
     wrapper waits before calling in, its stack alone cannot tell it from a handler; the
     other samples of the window can."""
     entries = [r for r in rules if r.boundary and r.framework]
-    if not entries:
-        return frozenset()
     found: set[tuple[str, str]] = set()
 
     def scan(frames: Sequence[Frame]) -> None:
+        for frame in frames:
+            # A function that calls the next handler of its chain (the collector read its
+            # source: `probes/pyspy.SourceLines.calls_next`) is middleware, whatever its name.
+            if frame.calls_next:
+                found.add((frame.name, frame.file))
         for index, frame in enumerate(frames):
             if any(_matches(r, frame, False) for r in entries):
                 for outer in frames[index + 1 :]:
@@ -221,7 +229,7 @@ def learn_middleware(
 
 
 def _task_frames(task: TaskInfo) -> list[Frame]:
-    return [Frame(a.name, a.file, a.line) for a in reversed(task.chain)]
+    return [Frame(a.name, a.file, a.line, a.code, a.calls_next) for a in reversed(task.chain)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,14 +256,21 @@ class LayerStats:
     it cannot see ("gevent: parked greenlets are not visible")."""
 
 
-class _IdleReaders:
-    """Threads blocked reading a client connection that is idle: a thread-per-connection
-    server's keep-alive. The connection is counted (L6) by the kernel's evidence; the thread,
-    whose stack says "reading a request", must not count it again."""
+class _Joins:
+    """Which client connection each thread is blocked on, sample by sample (the kernel's
+    join of code to connection), for the two places one request would be counted twice:
+
+    * a thread blocked reading a connection that is idle — a thread-per-connection server's
+      keep-alive: the connection is counted (L6), not the thread whose stack says "reading";
+    * a thread blocked on a connection the kernel already places (response bytes unsent: L5,
+      request bytes unread: L2): the thread is counted, with what its stack says, not the
+      connection again."""
 
     def __init__(self, threads: Sequence[ThreadsSample], sockets: Sequence[SocketsSample]) -> None:
         self._times: dict[int, list[float]] = {}
         self._idle: dict[int, list[bool]] = {}
+        self._blocked_times: list[float] = []
+        self._blocked: list[frozenset[int]] = []
         if not sockets:
             return
         socket_times = [s.t for s in sockets]
@@ -263,16 +278,32 @@ class _IdleReaders:
             nearest = sockets[max(0, bisect_right(socket_times, sample.t) - 1)]
             ports = conns.listen_ports(nearest.sockets)
             by_fd = {(s.pid, s.fd): s for s in nearest.sockets if s.fd is not None}
+            blocked = set()
             for thread in sample.threads:
                 sock = by_fd.get((thread.pid, thread.arg0)) if thread.arg0 is not None else None
-                idle = (
+                client = (
                     sock is not None
-                    and syscalls.name(thread.syscall) in syscalls.SOCKET_READ
+                    and syscalls.name(thread.syscall) in syscalls.FD_FIRST
                     and conns.port(sock.local) in ports
-                    and conns.phase(sock, "client") == "idle"
                 )
+                idle = (
+                    client
+                    and syscalls.name(thread.syscall) in syscalls.SOCKET_READ
+                    and conns.phase(sock, "client") == "idle"  # type: ignore[arg-type]
+                )
+                if client and not idle:
+                    blocked.add(sock.inode)  # type: ignore[union-attr]
                 self._times.setdefault(thread.tid, []).append(sample.t)
                 self._idle.setdefault(thread.tid, []).append(idle)
+            self._blocked_times.append(sample.t)
+            self._blocked.append(frozenset(blocked))
+
+    def blocked_at(self, t: float) -> frozenset[int]:
+        """Inodes of client connections a thread was blocked on (not idle) at `t`."""
+        index = bisect_right(self._blocked_times, t) - 1
+        if index < 0 or t - self._blocked_times[index] > 0.25:
+            return frozenset()
+        return self._blocked[index]
 
     def at(self, tid: int, t: float) -> bool:
         times = self._times.get(tid)
@@ -291,7 +322,7 @@ def _thread_segments(
     end: float,
     middleware: frozenset[tuple[str, str]],
     joined: set[int],
-    idle: _IdleReaders,
+    idle: _Joins,
 ) -> dict[int, list[tuple[float, float, Decision]]]:
     """Per thread, the spans of request work with their layer: stacks inside a request
     boundary, and a thread's own code while the kernel ties it to a client connection."""
@@ -344,26 +375,30 @@ def _client_layer(sock: Socket, phase: str) -> str | None:
     return _PHASE_LAYER.get(phase)
 
 
-_SUMMARIES: dict[int, tuple[SocketsSample, Counter[str], int]] = {}
+_SUMMARIES: dict[int, tuple[SocketsSample, Counter[str], int, tuple[tuple[str, int], ...]]] = {}
 _SUMMARIES_KEPT = 32
 _SUMMARIES_LOCK = threading.Lock()
 """Reports may be built on two threads at once (the UI's analysis thread and a seek; two
 metrics scrapes)."""
 
 
-def _socket_summary(sample: SocketsSample) -> tuple[Counter[str], int]:
+def _socket_summary(
+    sample: SocketsSample,
+) -> tuple[Counter[str], int, tuple[tuple[str, int], ...]]:
     """Client connections per kernel layer in one sample, and those mid-request with no
     kernel evidence. Samples are immutable and a 2 Hz refresh over a 10 s window sees each
     one ~20 times, so the summary is kept (keyed by identity; the entry holds the sample, so
     the id cannot be reused while it is there). At 10k connections one is ~10 ms."""
     hit = _SUMMARIES.get(id(sample))
     if hit is not None and hit[0] is sample:
-        return hit[1], hit[2]
+        return hit[1], hit[2], hit[3]
     ports = conns.listen_ports(sample.sockets)
     port = conns.port
     phase = conns.phase
     layers: Counter[str] = Counter()
     requests = 0
+    served: list[tuple[str, int]] = []
+    """(layer, inode) of sockets a thread may be serving: counted once, by the thread."""
     for sock in sample.sockets:
         if sock.state == "LISTEN" or port(sock.local) not in ports:
             continue  # listeners and outbound connections: no kernel-side request layer
@@ -371,13 +406,15 @@ def _socket_summary(sample: SocketsSample) -> tuple[Counter[str], int]:
         layer = _client_layer(sock, ph)
         if layer is not None:
             layers[layer] += 1
+            if layer in ("L2", "L5"):
+                served.append((layer, sock.inode))
         elif ph == "request":
             requests += 1
     with _SUMMARIES_LOCK:
         while len(_SUMMARIES) >= _SUMMARIES_KEPT:
             del _SUMMARIES[next(iter(_SUMMARIES))]  # oldest first: dicts keep insertion order
-        _SUMMARIES[id(sample)] = (sample, layers, requests)
-    return layers, requests
+        _SUMMARIES[id(sample)] = (sample, layers, requests, tuple(served))
+    return layers, requests, tuple(served)
 
 
 def _gevent(stacks: Sequence[StacksWindow]) -> bool:
@@ -406,7 +443,7 @@ def analyse(
     # connection seen mid-request after the last one would read as "unknown" for no reason.
     start, end = _code_covered(stacks, task_samples, start, end)
     joined = set(socket_stats.threads) if socket_stats is not None else set()
-    idle = _IdleReaders(thread_samples, socket_samples)
+    idle = _Joins(thread_samples, socket_samples)
     segments = _thread_segments(stacks, rules, start, end, middleware, joined, idle)
     thread_pids = {t.tid: t.pid for sample in thread_samples[-3:] for t in sample.threads if t.pid}
     for window in stacks[-2:]:
@@ -474,15 +511,26 @@ def analyse(
         dt = max(0.0, min(nxt, end) - max(sample.t, start))
         if dt <= 0:
             continue
-        layer_counts, requests = _socket_summary(sample)
+        layer_counts, requests, served = _socket_summary(sample)
+        middle = max(sample.t, start) + dt / 2  # the code evidence for the time it stands for
+        blocked = idle.blocked_at(middle)
+        if blocked:
+            layer_counts = layer_counts.copy()
+            for layer, inode in served:
+                if inode in blocked:
+                    layer_counts[layer] -= 1  # its thread is counted, with its own stack
         for layer, count in layer_counts.items():
             time_in[layer] += count * dt
-        middle = max(sample.t, start) + dt / 2  # the code evidence for the time it stands for
         unknown = requests - threads_busy_at(middle) - parked_at(middle)
         if unknown > 0:
             time_in[UNKNOWN] += unknown * dt
 
-    in_flight += _kernel_in_flight(socket_stats, sum(1 for f in in_flight if f.conn is None))
+    threads_now = {f.thread for f in in_flight if f.thread is not None}
+    in_flight += [
+        f
+        for f in _kernel_in_flight(socket_stats, sum(1 for f in in_flight if f.conn is None))
+        if f.thread is None or f.thread not in threads_now  # that thread is this request
+    ]
     now = Counter(f.layer for f in in_flight)
     if socket_stats is not None:  # idle keep-alives are on the ladder, but not in flight
         now["L6"] = sum(1 for c in socket_stats.connections if _kernel_layer(c) == "L6")

@@ -30,7 +30,7 @@ class Member:
     pid: int
     role: str
     """"main" (attached to), "worker", or a helper's name: "resource-tracker",
-    "forkserver", "router"."""
+    "forkserver", "router", "spooler", "mule"."""
 
 
 def _cmdline(pid: int) -> str:
@@ -57,6 +57,18 @@ def _socket_inodes(pid: int) -> set[int]:
     return found
 
 
+_UWSGI_TITLES = (
+    ("uwsgi http", "router"),
+    ("uwsgi https", "router"),
+    ("uwsgi fastrouter", "router"),
+    ("uwsgi rawrouter", "router"),
+    ("uwsgi sslrouter", "router"),
+    ("uwsgi spooler", "spooler"),
+    ("uwsgi mule", "mule"),
+    ("uwsgi worker", WORKER),
+)
+
+
 def role_of(pid: int, master: int, siblings: list[int]) -> str:
     """What a Python child of `master` is, from its command line and its sockets."""
     cmdline = _cmdline(pid)
@@ -64,7 +76,11 @@ def role_of(pid: int, master: int, siblings: list[int]) -> str:
         return "resource-tracker"
     if "multiprocessing.forkserver" in cmdline:
         return "forkserver"
-    if "uwsgi" in cmdline.split(" ", 1)[0] and len(siblings) > 1:
+    title = cmdline.strip().lower()
+    for prefix, role in _UWSGI_TITLES:  # uWSGI --auto-procname names each process
+        if title.startswith(prefix):
+            return role
+    if "uwsgi" in title.split(" ", 1)[0] and len(siblings) > 1:
         # uWSGI's gateway (`--http`) holds a socket of the master's that no other child holds
         # (the public listener), and lacks the one every worker shares (the internal socket).
         inherited = _socket_inodes(master)

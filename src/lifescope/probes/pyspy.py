@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lifescope.analysis.frames import innermost_app, label
+from lifescope.analysis.frames import kind as innermost_kind
 from lifescope.outputs import private_directory
 from lifescope.probes.base import Emit, Probe
 from lifescope.probes.budget import rate_within
@@ -223,12 +224,18 @@ def parse_chrometrace(
     for who in list(current):
         close(who, last_ts)
     if source is not None:
+        # Innermost frames (what a thread sits in: `cur.execute(...)`), and the application's
+        # own frames anywhere (the line that calls the next handler tells middleware apart).
         innermost = {span.stack[0] for span in spans if span.stack}
+        innermost |= {i for i, f in enumerate(frames) if innermost_kind(f.file) == "app"}
+        calls_next = getattr(source, "calls_next", None)
         for index in innermost:
             frame = frames[index]
             code = source(frame.file, frame.line)
-            if code is not None:
-                frames[index] = Frame(frame.name, frame.file, frame.line, code)
+            chains = bool(calls_next and innermost_kind(frame.file) == "app"
+                          and calls_next(frame.file, frame.line))  # fmt: skip
+            if code is not None or chains:
+                frames[index] = Frame(frame.name, frame.file, frame.line, code, chains)
     return tuple(frames), tuple(spans), tuple(sorted(names.items()))
 
 
@@ -244,9 +251,10 @@ class SourceLines:
     def __init__(self, pid: int) -> None:
         self.root = f"/proc/{pid}/root"
         self._files: dict[str, list[str] | None] = {}
+        self._calls: dict[tuple[str, int], bool] = {}
 
-    def __call__(self, file: str, line: int) -> str | None:
-        if not file.startswith("/") or line <= 0:
+    def _lines(self, file: str) -> list[str] | None:
+        if not file.startswith("/"):
             return None
         lines = self._files.get(file, ())
         if lines == ():
@@ -258,9 +266,55 @@ class SourceLines:
             except OSError:
                 lines = None
             self._files[file] = lines
-        if not lines or line > len(lines):
+        return lines  # type: ignore[return-value]
+
+    def __call__(self, file: str, line: int) -> str | None:
+        lines = self._lines(file)
+        if not lines or line <= 0 or line > len(lines):
             return None
         return lines[line - 1].strip()[:160] or None
+
+    def calls_next(self, file: str, line: int) -> bool:
+        """Whether the function around `line` calls the next handler of a chain — aiohttp's
+        `handler(request)`, Starlette's `call_next`, Django's `get_response`, a WSGI or ASGI
+        wrapper's `self.app(...)`: the mark of middleware, which its name may not carry
+        (an aiohttp middleware `slow_auth` waiting before it calls in looks like a handler).
+        Read from the function's source, as a reader would; cached per function."""
+        key = (file, line)
+        known = self._calls.get(key)
+        if known is not None:
+            return known
+        lines = self._lines(file)
+        found = False
+        if lines and 0 < line <= len(lines):
+            found = _function_calls_next(lines, line - 1)
+        if len(self._calls) >= 4096:
+            self._calls.clear()
+        self._calls[key] = found
+        return found
+
+
+_CALLS_NEXT = re.compile(
+    r"\b(handler|call_next|get_response|self\.app|self\.application|self\.wsgi_app)\s*\("
+)
+_DEF = re.compile(r"^(\s*)(async\s+)?def\s")
+
+
+def _function_calls_next(lines: list[str], index: int) -> bool:
+    """Scan the body of the function enclosing `lines[index]` for a call of the next handler."""
+    start = index
+    while start >= 0 and not _DEF.match(lines[start]):
+        start -= 1
+    if start < 0:
+        return False
+    indent = len(_DEF.match(lines[start]).group(1))  # type: ignore[union-attr]
+    for text in lines[start + 1 : start + 400]:
+        stripped = text.strip()
+        if stripped and len(text) - len(text.lstrip()) <= indent and not stripped.startswith(")"):
+            break  # the function has ended
+        if _CALLS_NEXT.search(text):
+            return True
+    return False
 
 
 class StacksProbe(Probe):

@@ -86,19 +86,24 @@ class SocketsProbe(Probe):
         except OSError:
             return {}
 
+    def _helpers_sockets(self) -> set[int]:
+        """Sockets of the family's helpers, read at every sample: uWSGI's router holds the
+        clients' side of every request it forwards to a worker, a new connection each time
+        when clients do not keep theirs alive — the same request, not another one. A helper
+        holds a handful of fds: this costs a few readlinks."""
+        found: set[int] = set()
+        for member in self.family.members() if self.family is not None else ():
+            if member.role not in (MAIN, WORKER):
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                    found.update(procnet.socket_inodes(member.pid))
+        return found
+
     def read_once(self) -> SocketsSample:
         pid = self.target.pid
         now = time.monotonic()
         if now - self._inodes_at >= INODE_REFRESH_S:
             self._inodes = procnet.socket_inodes(pid)
             self._owners = {}
-            self._foreign = set()
-            for member in self.family.members() if self.family is not None else ():
-                if member.role not in (MAIN, WORKER):
-                    # A helper's sockets (uWSGI's router holds the clients' side of every
-                    # request it forwards to a worker): the same request, not another one.
-                    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-                        self._foreign.update(procnet.socket_inodes(member.pid))
             for worker in self.family.workers() if self.family is not None else ():
                 try:
                     owned = procnet.socket_inodes(worker)
@@ -109,6 +114,7 @@ class SocketsProbe(Probe):
                         self._inodes[inode] = fd
                         self._owners[inode] = worker
             self._inodes_at = now
+        self._foreign = self._helpers_sockets()
         rows = self._rows()
         self.rows_seen = len(rows)  # what the next read will decode again: its cost
         listen_ports = {

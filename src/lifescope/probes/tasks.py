@@ -21,10 +21,12 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from lifescope.analysis.frames import kind as frame_kind
 from lifescope.probes.asyncio_reader import AsyncioReader, TasksUnavailable
 from lifescope.probes.base import Emit, Probe
 from lifescope.probes.family import Family
 from lifescope.probes.gil_reader import GilReader, GilUnavailable
+from lifescope.probes.pyspy import SourceLines
 from lifescope.samples import TaskInfo, TasksSample
 from lifescope.target import Target
 
@@ -53,6 +55,7 @@ class TasksProbe(Probe):
         self.family = family
         """A pre-fork master's workers run the event loops: their tasks are read too."""
         self._readers: dict[int, AsyncioReader] = {}
+        self._sources: dict[int, SourceLines] = {}
         self._failures: dict[int, tuple[TasksUnavailable, float]] = {}
         """pid → why its reader could not open, and when to try again (never: inf)."""
         self._gil: GilReader | None = None
@@ -60,6 +63,26 @@ class TasksProbe(Probe):
         self._loop: int | None = None
         self._loop_tid: int | None = None
         self._loop_checked = 0.0
+
+    def _with_source(self, pid: int, tasks: list[TaskInfo]) -> list[TaskInfo]:
+        """The application's frames get their source line (read from disk, cached)."""
+        source = self._sources.get(pid)
+        if source is None:
+            source = self._sources[pid] = SourceLines(pid)
+        out = []
+        for task in tasks:
+            chain = tuple(
+                dataclasses.replace(
+                    a,
+                    code=source(a.file, a.line),
+                    calls_next=source.calls_next(a.file, a.line),
+                )
+                if a.file and frame_kind(a.file) == "app"
+                else a
+                for a in task.chain
+            )
+            out.append(dataclasses.replace(task, chain=chain) if chain != task.chain else task)
+        return out
 
     def _pids(self) -> tuple[int, ...]:
         return self.family.serving() if self.family is not None else (self.target.pid,)
@@ -101,6 +124,7 @@ class TasksProbe(Probe):
                     del self._readers[pid]
                     self._failures[pid] = (exc, started + RETRY_S)
                     continue
+                found = self._with_source(pid, found)
                 if pid != self.target.pid:
                     found = [dataclasses.replace(task, pid=pid) for task in found]
                 elif loop_tid is None:
@@ -113,9 +137,9 @@ class TasksProbe(Probe):
                     iter(self._failures.values()), None
                 )
                 if failed is not None:
-                    exc = failed[0]
-                    self.set_status(exc.status, exc.reason, exc.remedy or None)
-                    if exc.status == "gone" or not self.target.alive():
+                    why = failed[0]
+                    self.set_status(why.status, why.reason, why.remedy or None)
+                    if why.status == "gone" or not self.target.alive():
                         return
                 if not self.sleep(RETRY_S):
                     return
