@@ -18,7 +18,7 @@ from lifescope.analysis import packets as packet_analysis
 from lifescope.analysis import tasks as task_analysis
 from lifescope.analysis.frames import innermost_app, label
 from lifescope.analysis.processes import ProcessView, processes_view
-from lifescope.samples import NO_GIL, Frame, Socket, SocketsSample
+from lifescope.samples import HEALTHY, NO_GIL, Frame, Socket, SocketsSample
 from lifescope.timeline import Window
 
 SNAPSHOT_SCHEMA = "lifescope.snapshot/1"
@@ -814,8 +814,28 @@ def to_json(report: Report) -> dict[str, object]:
     }
 
 
-def shedding_note(cost: CostView) -> str:
-    """What the header says while the probes shed load; the same words in text and UI."""
+READING_S = 5.0
+"""How long a young window without a stack counts as still reading: py-spy's first one-second
+window arrives 1-2 s after attach (later on a busy machine). A collector started without the
+stacks probe (`--probes`) shows a model from `/proc` alone after this."""
+
+
+def reading(report: Report) -> bool:
+    """The roles of threads (event loop, executors) and so the concurrency model cannot be
+    known yet: the window is young and no stack is in it, while the stacks probe has not said
+    it cannot run. Until then "threads · no asyncio loop seen" would be a guess."""
+    stacks = next((p for p in report.probes if p.name == "stacks"), None)
+    if stacks is not None and (stacks.samples > 0 or stacks.status not in HEALTHY):
+        return False
+    return report.window_s < READING_S
+
+
+def shedding_note(cost: CostView, short: bool = False) -> str:
+    """What the header says while the probes shed load; the same words in text and UI.
+    `short`: for a narrow header, which must still say it (the rates are lowered)."""
+    if short:
+        why = "lean mode" if cost.lean else "machine saturated"
+        return f"sampling at ×{cost.rate_scale:g} ({why})"
     if cost.lean:
         return f"lean mode (thin link): sampling at ×{cost.rate_scale:g}"
     facts = []
