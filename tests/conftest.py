@@ -59,6 +59,19 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, step: float
     raise AssertionError(f"condition not met within {timeout}s")
 
 
+async def pilot_until(pilot, predicate: Callable[[], object], timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    """Let a Textual app run (under Pilot) until `predicate` holds; fail after `timeout`."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if predicate():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError(f"the app did not reach the expected state within {timeout}s")
+
+
 @pytest.fixture
 def python_target(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start a Python script as a target; it prints READY when set up. Stopped by pid."""

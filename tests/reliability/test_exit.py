@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,10 +20,7 @@ import psutil
 import pytest
 
 from tests.conftest import PYTHON, wait_for
-
-needs_tmux = pytest.mark.skipif(
-    shutil.which("tmux") is None, reason="needs tmux (apt-get install tmux)"
-)
+from tests.screen import Tmux, needs_tmux
 
 GONE_WITHIN_S = 5.0
 """lifescope's own bound is 2 s (lifecycle.EXIT_GRACE_S); the rest is slack for a machine whose
@@ -80,33 +76,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-class Tmux:
-    """`lifescope demo` in a detached tmux session: a real terminal that can be closed."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def start(self, command: str) -> int:
-        subprocess.run(
-            ["tmux", "new-session", "-d", "-s", self.name, "-x", "100", "-y", "30", command],
-            check=True,
-        )
-        out = subprocess.run(
-            ["tmux", "list-panes", "-t", self.name, "-F", "#{pane_pid}"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        return int(out.stdout.split()[0])
-
-    def screen(self) -> str:
-        out = subprocess.run(
-            ["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True
-        )
-        return out.stdout
-
-    def kill(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
 
 
 @needs_tmux
