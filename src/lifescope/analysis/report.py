@@ -854,6 +854,12 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.0f}%"
 
 
+TEXT_STALLS = 5
+"""Stalls listed per loop in the text report (the latest); the count says how many there were."""
+TEXT_IN_FLIGHT = 10
+"""In-flight requests listed in the text report; the JSON has them all."""
+
+
 def to_text(report: Report) -> str:
     """The same report for a terminal or a log: plain lines, no colour."""
     lines = [
@@ -888,11 +894,13 @@ def to_text(report: Report) -> str:
         )
     lines.append(f"model: {report.model or '—'}")
     for loop in report.loops:
+        shown = loop.stalls[-TEXT_STALLS:]
+        more = f" (the last {len(shown)}:)" if len(shown) < len(loop.stalls) else ""
         lines.append(
             f"event loop {loop.tid}: busy {_pct(loop.busy_share)}, "
-            f"{len(loop.stalls)} stalls ≥100 ms"
+            f"{len(loop.stalls)} stalls ≥100 ms{more}"
         )
-        for stall in loop.stalls[-5:]:
+        for stall in shown:
             gil_word = {True: "GIL held", False: "GIL free", None: "GIL ?"}[stall.gil_held]
             lines.append(
                 f"  +{stall.start_s:.1f}s {stall.duration_ms:.0f} ms "
@@ -910,13 +918,18 @@ def to_text(report: Report) -> str:
                 f"{p.connections:>6} {p.busy:>5} {p.fds:>6} {p.rss_bytes / 2**20:>8.1f}"
             )
     lines += ["", "threads:"]
+    # Columns as wide as their longest value: a fixed 14 cut clock_nanosleep to clock_nanoslee.
+    name_w = max((len(t.name) for t in report.threads), default=4)
+    state_w = max((len(t.state) for t in report.threads), default=5)
+    call_w = max((len(t.syscall or "—") for t in report.threads), default=7)
+    name_w, state_w, call_w = max(name_w, 4), max(state_w, 5), max(call_w, 7)
     lines.append(
-        f"  {'tid':>7} {'name':<16} {'state':<10} {'syscall':<14} {'cpu':>5} "
+        f"  {'tid':>7} {'name':<{name_w}} {'state':<{state_w}} {'syscall':<{call_w}} {'cpu':>5} "
         f"{'active':>6} {'gil':>5}  frame"
     )
     for t in report.threads:
         lines.append(
-            f"  {t.tid:>7} {t.name[:16]:<16} {t.state[:10]:<10} {(t.syscall or '—')[:14]:<14} "
+            f"  {t.tid:>7} {t.name:<{name_w}} {t.state:<{state_w}} {t.syscall or '—':<{call_w}} "
             f"{_pct(t.cpu_share):>5} {_pct(t.active_share):>6} {_pct(t.gil_share):>5}  "
             f"{t.top_frame or '—'}"
         )
@@ -929,6 +942,11 @@ def to_text(report: Report) -> str:
     if report.layers is not None:
         shares = "  ".join(f"{layer} {_pct(share)}" for layer, share in report.layers.shares)
         lines += ["", f"layers (share of request time): {shares}"]
-        for flight in report.layers.in_flight[:10]:
+        flights = report.layers.in_flight
+        if len(flights) > TEXT_IN_FLIGHT:
+            lines.append(f"in flight: {len(flights)} (the first {TEXT_IN_FLIGHT}:)")
+        elif flights:
+            lines.append(f"in flight: {len(flights)}")
+        for flight in flights[:TEXT_IN_FLIGHT]:
             lines.append(f"  {flight.layer:<7} {flight.evidence}")
     return "\n".join(lines)
