@@ -47,7 +47,16 @@ def free_port() -> int:
     line; the kernel may hand it out again, which a test tolerates by failing to start)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
+
+
+def connects(port: int) -> bool:
+    """Something accepts connections on loopback `port`."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.05) -> None:
