@@ -664,6 +664,24 @@ def build(window: Window, rules: tuple[layer_rules.Rule, ...] | None = None) -> 
     )
 
 
+def _single_process(report: Report) -> list[dict[str, object]]:
+    """`target.processes` when the workers probe stands by (a single process): every entry
+    has every field, as a pre-fork server's do. Threads, fds and established connections are
+    counted by the other probes; CPU, memory and busy connections of the process are not
+    measured then, so they are null (a sum of the live threads' CPU would miss exited ones)."""
+    if not report.pid:
+        return []
+    empty = dict.fromkeys(("cpu_share", "rss_bytes", "threads", "fds", "connections", "busy"))
+    main = {"pid": report.pid, "role": "main", **empty}
+    if report.threads:
+        main["threads"] = len(report.threads)
+    main["fds"] = report.connections.fds
+    if report.connections.by_state:
+        main["connections"] = dict(report.connections.by_state).get("ESTABLISHED", 0)
+    workers = [{"pid": pid, "role": "worker", **empty} for pid in report.workers]
+    return [main, *workers]
+
+
 def _target_uptime(start_ticks: int, clock: int, hello: object, end: float) -> float | None:
     """Target's age at `end`: boot-relative start ticks against the collector's clock.
 
@@ -682,15 +700,7 @@ def to_json(report: Report) -> dict[str, object]:
             "pid": report.pid,
             "python": report.python,
             "command": report.command,
-            "processes": (
-                [p.as_dict() for p in report.processes]
-                or (
-                    [{"pid": report.pid, "role": "main"}]
-                    + [{"pid": pid, "role": "worker"} for pid in report.workers]
-                    if report.pid
-                    else []
-                )
-            ),
+            "processes": [p.as_dict() for p in report.processes] or _single_process(report),
             "gone": report.gone,
         },
         "window_s": report.window_s,

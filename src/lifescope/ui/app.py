@@ -287,7 +287,8 @@ class LifescopeApp(App[int]):
         if sentence.rule in ("stage", "reading"):
             style = "bold cyan"
         width = max(20, (self.size.width or 80) - 2)
-        text = Text(" » ", style=style)
+        text = Text()
+        text.append(" » ", style=style)
         text.append_text(wrap_words(sentence.text, width - 3, 2, style=style, indent=3))
         if self.stage is not None:
             text.append("\n")

@@ -106,11 +106,11 @@ def wrap_words(text: str, width: int, max_lines: int, style: str = "", indent: i
         while last and len(" ".join(last)) + 1 > room:
             last.pop()
         lines = [*lines[: max_lines - 1], " ".join(last) + "…"]
-    out = Text(style=style)
+    out = Text()
     for i, line in enumerate(lines):
         if i:
             out.append("\n" + " " * indent)
-        out.append(line)
+        out.append(line, style=style)
     return out
 
 

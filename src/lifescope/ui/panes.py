@@ -158,7 +158,8 @@ class ConnectionsPane(Pane):
         parts: list[Part] = []
         for i, listener in enumerate(conn.listen):
             full = listener.accept_queue > 0
-            text = Text(f"LISTEN {listener.local} ", style="bold")
+            text = Text()
+            text.append(f"LISTEN {listener.local} ", style="bold")
             text.append(
                 f"queue {listener.accept_queue}/{listener.backlog}",
                 style="bold red" if full else "green",
@@ -343,7 +344,8 @@ def _loop_parts(report: Report, width: int) -> list[Part]:
             parts.append(Part(text, priority=1 + 2 * rank, elide=True, newline=True))
         if loop.tasks is not None:
             tasks = loop.tasks
-            text = Text(f"tasks {tasks.total}", style="bold")
+            text = Text()
+            text.append(f"tasks {tasks.total}", style="bold")
             states = ", ".join(f"{s} {n}" for s, n in tasks.by_state.items())
             text.append(f" ({states})", style="dim")
             parts.append(Part(text, priority=2, newline=True))
