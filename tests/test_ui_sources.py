@@ -7,6 +7,8 @@ replaces a newer one — Textual's exclusive worker group drops it."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import threading
 from pathlib import Path
 
@@ -206,3 +208,59 @@ async def test_the_gil_table_is_ordered_by_gil_share() -> None:
         assert [str(k.value) for k in gil.rows] == [str(t.tid) for t in by_share]
         assert str(gil.get_row_at(0)[0]) == "gil-hog"
         await pilot.press("q")
+
+
+async def test_the_header_gives_slow_probes_their_real_rate() -> None:
+    """The sockets and tasks probes sample at about 1-2/s: rounded to a whole number they read
+    "0/s" while their panes updated. Standby probes are not listed (healthy, not needed)."""
+    app = LifescopeApp(source=recorded())
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot_until(pilot, lambda: app.source.ended and app.renders > 1)  # type: ignore[attr-defined]
+        await pilot.pause(0.6)
+        cost = text(app, "#header").splitlines()[1]
+        report = app.last_report
+        assert report is not None
+        sockets = next(p for p in report.probes if p.name == "sockets")
+        assert 0 < sockets.rate_hz < 10
+        assert f"sockets {sockets.rate_hz:.1f}/s" in cost, cost
+        assert not re.search(r"\b(sockets|tasks) 0/s", cost), cost
+        standby = [p.name for p in report.probes if p.status == "standby"]
+        assert all(f"{name} " not in cost for name in standby), cost
+        await pilot.press("q")
+
+
+def test_the_load_shedding_note_is_kept_at_80_columns() -> None:
+    """It showed only from ~220 columns: the rates on screen are lowered, so it must show."""
+    from lifescope.analysis import report as analysis
+    from lifescope.ui import header
+    from lifescope.ui.source import State
+
+    player = Player(load(str(FIXTURE)))
+    player.seek(player.end)
+    result = analysis.build(player.timeline.window(10.0))
+    shedding = dataclasses.replace(result, cost=dataclasses.replace(result.cost, rate_scale=0.25))
+    hello = player.timeline.hello
+    for width in (80, 140, 220):
+        lines = header.render(width, State("● live", "bold green"), hello, shedding).plain
+        assert "sampling at ×0.25" in lines.splitlines()[1], (width, lines)
+        assert all(len(line) <= width for line in lines.splitlines())
+
+
+def test_columns_that_do_not_fit_are_left_out_never_cut() -> None:
+    from lifescope.ui.tables import PADDING, Column, plan_columns
+
+    plan = (
+        Column("name", "thread", elide="end", max_width=14),
+        Column("doing", "now"),
+        Column("strip", "last 10s", priority=2, elide="start", flex=True),
+        Column("cpu", "cpu", priority=1, right=True),
+    )
+    widest = {"name": 13, "doing": 15, "strip": 24, "cpu": 4}  # clock_nanosleep is 15
+    for room in (37, 38, 50):
+        shown = dict(plan_columns(plan, widest, room))
+        assert sum(w + PADDING for w in shown.values()) <= room
+        assert shown["doing"] == 15, "clock_nanosleep is never cut to clock_nanoslee"
+    assert dict(plan_columns(plan, widest, 37)) == {"name": 13, "doing": 15}  # cpu left out
+    assert dict(plan_columns(plan, widest, 38)) == {"name": 13, "doing": 15, "cpu": 4}
+    wide = dict(plan_columns(plan, widest, 67))
+    assert wide["doing"] == 15 and wide["cpu"] == 4 and wide["strip"] == 24

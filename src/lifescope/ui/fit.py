@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from rich.text import Text
 
@@ -33,8 +34,9 @@ class Part:
     """Starts a line of its own (a second listener, a stall under the loop's numbers)."""
 
 
-def part(text: str | Text, style: str = "", **kwargs: object) -> Part:
-    return Part(text if isinstance(text, Text) else Text(text, style=style), **kwargs)  # type: ignore[arg-type]
+def part(text: str | Text, style: str = "", **kwargs: Any) -> Part:
+    """A `Part` of plain words in one style (the keywords are `Part`'s)."""
+    return Part(text if isinstance(text, Text) else Text(text, style=style), **kwargs)
 
 
 def _sep(p: Part, sep: str) -> str:
@@ -68,13 +70,16 @@ def pack(parts: Sequence[Part], width: int, max_lines: int | None = None, sep: s
     fits in that many lines. A part wider than a whole line is elided if it may be, else
     dropped.
     """
-    kept = [p if p.text.cell_len <= width else _shorten(p, width) for p in parts]
-    kept = [p for p in kept if p is not None]
+    kept: list[Part] = []
+    for p in parts:
+        fitted = p if p.text.cell_len <= width else _shorten(p, width)
+        if fitted is not None:
+            kept.append(fitted)
     while True:
-        lines = _flow(kept, width, sep)  # type: ignore[arg-type]
+        lines = _flow(kept, width, sep)
         if max_lines is None or len(lines) <= max_lines or not kept:
             break
-        kept.remove(max(kept, key=lambda p: (p.priority, kept.index(p))))  # type: ignore[arg-type]
+        kept.remove(max(kept, key=lambda p: (p.priority, kept.index(p))))
     out = Text()
     for i, line in enumerate(lines):
         if i:

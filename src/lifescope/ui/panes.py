@@ -302,8 +302,9 @@ def _doing(thread: ThreadView, narrow: bool) -> Text:
     if thread.socket is not None:
         peer = thread.socket.kind if narrow else thread.socket.peer
         return Text(f"{thread.socket.syscall}→{peer}", style=style)
-    if thread.state in ("io", "lock", "other") and thread.syscall not in (None, "running"):
-        return Text(thread.syscall if narrow else f"{thread.state}:{thread.syscall}", style=style)
+    syscall = thread.syscall
+    if thread.state in ("io", "lock", "other") and syscall is not None and syscall != "running":
+        return Text(syscall if narrow else f"{thread.state}:{syscall}", style=style)
     return Text(thread.state, style=style)
 
 

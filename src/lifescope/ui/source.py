@@ -52,15 +52,22 @@ class State:
 class Source(Protocol):
     """What the app needs from the thing that feeds it samples."""
 
-    timeline: Timeline
-    can_seek: bool
-    """Replay keys (seek, step, speed) apply."""
-    can_switch: bool
-    """`w` may switch to another process of the same server (a local, live pid)."""
     failure: str | None
     """Why the stream ended early (the collector's own one-line error), if it did."""
     dropped: int
     """Samples dropped because the UI fell behind (see `QUEUE_MAX`)."""
+
+    @property
+    def timeline(self) -> Timeline:
+        """What has been seen so far, up to `end`."""
+
+    @property
+    def can_seek(self) -> bool:
+        """Replay keys (seek, step, speed) apply."""
+
+    @property
+    def can_switch(self) -> bool:
+        """`w` may switch to another process of the same server (a local, live pid)."""
 
     def start(self) -> None:
         """Begin reading (a live source starts its reader thread here, once the app runs)."""
@@ -233,7 +240,7 @@ class ReplaySource:
         self._last = clock()
 
     @property
-    def timeline(self) -> Timeline:  # type: ignore[override]
+    def timeline(self) -> Timeline:
         return self.player.timeline
 
     def start(self) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from rich.text import Text
 from textual import events
 from textual.cache import LRUCache
+from textual.widget import Widget
 from textual.widgets import DataTable
 
 from lifescope.ui.fit import crop
@@ -102,8 +103,10 @@ class FittedTable(LiveTable):
 
     def available(self) -> int:
         width = self.size.width
-        if width <= 0 and self.parent is not None:  # before the first layout
-            width = self.parent.size.width or self.app.size.width // 2
+        if width <= 0:  # before the first layout
+            parent = self.parent
+            width = parent.size.width if isinstance(parent, Widget) else 0
+            width = width or self.app.size.width // 2
         return max(0, width - SCROLLBAR)
 
     def on_resize(self, event: events.Resize) -> None:
@@ -201,7 +204,7 @@ def sync_rows(table: DataTable, rows: Mapping[str, Sequence[Cell]]) -> None:
         table.clear()
         for key, cells in rows.items():
             table.add_row(*cells, key=key)
-        if cursor in rows:
+        if cursor is not None and cursor in rows:
             table.move_cursor(row=list(rows).index(cursor))
         return
     present = set(existing)
