@@ -54,7 +54,9 @@ def _first(
         Part(Text(f" {state.text}", style=state.style), sep=""),
     ]
     if state.note:
-        parts.append(Part(Text(state.note, style="yellow"), priority=1, elide=True, sep=""))
+        # Whole or not at all: a reconnection's countdown and a damaged recording's offset
+        # are numbers.
+        parts.append(Part(Text(state.note, style="yellow"), priority=1, sep=""))
     if hello is None:
         if waiting_for and not state.text.startswith("✖"):
             parts.append(Part(Text(f"  attaching to {waiting_for}…"), sep=""))

@@ -204,7 +204,7 @@ class LiveSource:
             remote = self.remote
             if remote is not None and remote.retry_at is not None:
                 wait = max(0.0, remote.retry_at - time.monotonic())
-                note = f"; reconnecting (try {remote.attempt}, next in {wait:.0f} s)"
+                note = f"; reconnecting: try {remote.attempt} in {wait:.0f} s"
             return State(f"⚠ LINK DOWN since {when} — data kept", "bold red", note)
         if paused:
             return State("⏸ PAUSED", "bold yellow")
