@@ -264,3 +264,20 @@ def test_columns_that_do_not_fit_are_left_out_never_cut() -> None:
     assert dict(plan_columns(plan, widest, 38)) == {"name": 13, "doing": 15, "cpu": 4}
     wide = dict(plan_columns(plan, widest, 67))
     assert wide["doing"] == 15 and wide["cpu"] == 4 and wide["strip"] == 24
+
+
+async def test_a_target_without_a_gil_shows_what_runs_at_once_instead() -> None:
+    """A free-threaded target: the GIL pane says there is no GIL and how many threads run at
+    once, never a held share, at 80×24 too."""
+    reason = "no GIL: free-threaded CPython 3.14.10t with the GIL disabled"
+    samples = [s for s in recorded() if not (isinstance(s, ProbeStatus) and s.probe == "gil")]
+    last = max(getattr(s, "t", 0.0) for s in samples)
+    app = LifescopeApp(
+        source=[*samples, ProbeStatus(last, "gil", "unavailable", reason, "nothing to fix")]
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot_until(pilot, lambda: "no GIL" in summary(app, "gil"))
+        shown = summary(app, "gil")
+        assert "threads runnable at once" in shown and "held" not in shown, shown
+        assert app.query_one("#gil", Pane).query_one(DataTable).row_count == 0
+        await pilot.press("q")
