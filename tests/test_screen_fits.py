@@ -65,6 +65,11 @@ def _assert_promises(lines: list[str], cols: int) -> None:
     assert re.search(r"cost: cpu [\d.]+% of a core", lines[1]), lines[1]
     gil = next(line for line in lines if "p99" in line)
     assert re.search(r"max \d", "".join(lines)), gil
+    # The connections table's essential columns are whole: its queues once ran off the edge
+    # and showed "rq" with no numbers under it.
+    head = next(i for i, line in enumerate(lines) if "peer" in line and "phase" in line)
+    assert "rq/sq" in lines[head], lines[head]
+    assert re.search(r"\d+/\d+", lines[head + 1].split("││")[0]), lines[head + 1]
     sentence, legend = _narration(lines)
     assert all(f"[{n}]" in legend for n in range(1, 9)), legend
     assert sentence.endswith((".", "…")), f"the » sentence is cut: {sentence!r}"

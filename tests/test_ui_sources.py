@@ -281,3 +281,18 @@ async def test_a_target_without_a_gil_shows_what_runs_at_once_instead() -> None:
         assert "threads runnable at once" in shown and "held" not in shown, shown
         assert app.query_one("#gil", Pane).query_one(DataTable).row_count == 0
         await pilot.press("q")
+
+
+def test_columns_that_must_show_are_narrowed_or_left_out_not_run_off_the_edge() -> None:
+    """The connections table once had a long phase (accept-queue) in its widths: peer, phase
+    and queues did not fit, and the queues ran past the pane's edge ("rq", no numbers)."""
+    from lifescope.ui.panes import ConnectionsPane
+    from lifescope.ui.tables import PADDING, plan_columns
+
+    widest = {"peer": 15, "phase": 12, "q": 5, "rtt": 6, "thread": 10}
+    shown = dict(plan_columns(ConnectionsPane.COLUMNS, widest, 37))
+    assert sum(w + PADDING for w in shown.values()) <= 37
+    assert shown["q"] == 5 and shown["phase"] == 12  # numbers and states whole
+    assert 8 <= shown["peer"] < 15  # the address narrowed ("…0.0.1:51802"), its port kept
+    tiny = dict(plan_columns(ConnectionsPane.COLUMNS, widest, 20))
+    assert sum(w + PADDING for w in tiny.values()) <= 20 and "q" not in tiny

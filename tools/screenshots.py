@@ -102,7 +102,7 @@ def demo_app(server: DemoServer, load_gen: LoadGen) -> LifescopeApp:
 
 
 async def render_live(
-    app: LifescopeApp, size: tuple[int, int], key: str | None = DEMO_KEY, settle_s: float = 60.0
+    app: LifescopeApp, size: tuple[int, int], key: str | None = DEMO_KEY, settle_s: float = 90.0
 ) -> dict[str | None, str]:
     """The live demo's screen, then each pane zoomed (keyed by pane, None for the whole),
     once the screen is complete and — with `key` pressed — the » line names what it switched
@@ -119,6 +119,12 @@ async def render_live(
 
         while loop.time() < deadline and not complete():
             await pilot.pause(0.2)
+
+        def young() -> bool:  # less than a full window: anyone watching 10 s sees one
+            return app.last_report is None or app.last_report.window_s < 9.5
+
+        while loop.time() < deadline and young():
+            await pilot.pause(0.5)
         if key is not None:
             await pilot.press(key)
             narration = app.query_one("#narration", Static)

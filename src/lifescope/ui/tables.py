@@ -84,17 +84,31 @@ class FittedTable(LiveTable):
         """Show exactly `rows` (key → {column key: cell}), in this order."""
         self._rows = {key: dict(cells) for key, cells in rows.items()}
         self._shows += 1
-        if self._shows % REMEASURE_EVERY == 0:  # a long value gone for a while gives back room
-            self._widest = {c.key: len(c.label) for c in self.plan}
+        now = self._measure()
+        if self._shows % REMEASURE_EVERY == 0 or not self._fits(self._widest):
+            # A long value gone for a while gives back its room — at once when the columns
+            # that must show would not fit otherwise (a phase "accept-queue" seen at attach
+            # narrowed every address for the next 30 s).
+            self._widest = now
+        else:
+            self._widest = {k: max(w, now[k]) for k, w in self._widest.items()}
+        self._apply()
+
+    def _measure(self) -> dict[str, int]:
+        """Each column's width for the rows shown now: its widest value or its label."""
+        widths = {c.key: len(c.label) for c in self.plan}
         for cells in self._rows.values():
             for column in self.plan:
-                value = cells.get(column.key, "")
-                width = _width(value)
+                width = _width(cells.get(column.key, ""))
                 if column.max_width is not None:
                     width = min(width, column.max_width)
-                if width > self._widest[column.key]:
-                    self._widest[column.key] = width
-        self._apply()
+                widths[column.key] = max(widths[column.key], width)
+        return widths
+
+    def _fits(self, widths: Mapping[str, int]) -> bool:
+        """The columns that must show fit at these widths, without narrowing any."""
+        essential = [c for c in self.plan if c.priority == 0 and not c.flex]
+        return sum(widths[c.key] + PADDING for c in essential) <= self.available()
 
     @property
     def shown_columns(self) -> tuple[str, ...]:
@@ -157,31 +171,48 @@ FLEX_MIN = 8
 def plan_columns(
     plan: Sequence[Column], widest: Mapping[str, int], available: int
 ) -> tuple[tuple[str, int], ...]:
-    """The (key, width) of the columns to show, in plan order: priority 0 always, the others
-    by priority while they fit; the flexible one gets what is left, up to its widest value."""
+    """The (key, width) of the columns to show, in plan order: priority 0 first, the others
+    by priority while they fit; the flexible one gets what is left, up to its widest value.
+
+    Priority 0 must fit too: when it does not, its columns of words are narrowed (down to
+    `FLEX_MIN`) and, if that is not enough, its last columns left out whole — a column that
+    ran past the pane's edge showed "rq" for "rq/sq" and none of its numbers."""
+    width = dict(widest)
 
     def need(column: Column) -> int:
-        width = widest[column.key]
+        w = width[column.key]
         if column.flex:
-            width = min(width, max(len(column.label), FLEX_MIN))
-        return width + PADDING
+            w = min(w, max(len(column.label), FLEX_MIN))
+        return w + PADDING
 
-    chosen: set[str] = set()
-    used = 0
+    essential = [c for c in plan if c.priority == 0]
+    over = sum(need(c) for c in essential) - available
+    for column in essential:  # narrow the words first
+        if over <= 0:
+            break
+        if column.elide and not column.flex:
+            floor = max(len(column.label), FLEX_MIN)
+            give = min(over, max(0, width[column.key] - floor))
+            width[column.key] -= give
+            over -= give
+    while over > 0 and essential:  # then leave out the last ones whole
+        over -= need(essential.pop())
+    chosen = {c.key for c in essential}
+    used = sum(need(c) for c in essential)
     for column in sorted(plan, key=lambda c: c.priority):
-        if column.priority == 0 or used + need(column) <= available:
+        if column.priority and used + need(column) <= available:
             chosen.add(column.key)
             used += need(column)
-    fixed = sum(widest[c.key] + PADDING for c in plan if c.key in chosen and not c.flex)
+    fixed = sum(width[c.key] + PADDING for c in plan if c.key in chosen and not c.flex)
     flexible = [c for c in plan if c.key in chosen and c.flex]
     spare = available - fixed - PADDING * len(flexible)
     out = []
     for column in plan:
         if column.key in chosen:
-            width = widest[column.key]
+            w = width[column.key]
             if column.flex:
-                width = max(len(column.label), min(width, spare))
-            out.append((column.key, width))
+                w = max(len(column.label), min(w, spare))
+            out.append((column.key, w))
     return tuple(out)
 
 
