@@ -62,9 +62,6 @@ At 10k connections and 200 threads a build took 0.3-0.6 s, and on the UI thread 
 refresh froze keys and paints for that long; the demo's 10-20 ms builds stay inline, where
 the screen follows a key with no extra frame of delay."""
 
-SampleSource = SampleStream
-"""Kept for callers that typed the old `source=` argument."""
-
 
 class LifescopeApp(App[int]):
     CSS_PATH = "lifescope.tcss"
