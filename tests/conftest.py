@@ -47,7 +47,16 @@ def free_port() -> int:
     line; the kernel may hand it out again, which a test tolerates by failing to start)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
+
+
+def connects(port: int) -> bool:
+    """Something accepts connections on loopback `port`."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.05) -> None:
@@ -57,6 +66,19 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, step: float
             return
         time.sleep(step)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+async def pilot_until(pilot, predicate: Callable[[], object], timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    """Let a Textual app run (under Pilot) until `predicate` holds; fail after `timeout`."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if predicate():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError(f"the app did not reach the expected state within {timeout}s")
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 
@@ -13,16 +12,7 @@ from textual.widgets import DataTable, Static
 from lifescope.demo.children import DemoServer, LoadGen
 from lifescope.ui.app import LifescopeApp
 from lifescope.ui.panes import Pane
-
-
-async def wait_until(pilot, predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return
-        await pilot.pause(0.2)
-    raise AssertionError("app did not reach the expected state in time")
+from tests.conftest import pilot_until as wait_until
 
 
 def rows(app: LifescopeApp, pane_id: str) -> int:
@@ -104,8 +94,8 @@ async def test_slow_reports_are_built_off_the_ui_thread(
     loaded_demo: tuple[DemoServer, LoadGen], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With every build counted as slow (a 10k-connection server's are 0.3-0.6 s), the timer's
-    reports are built on the analysis thread and still reach the panes; pause still freezes
-    them; the state line answers the key at once."""
+    reports are built by a thread worker, off the UI thread, and still reach the panes; pause
+    still freezes them; the state line answers the key at once."""
     from lifescope.analysis import report as analysis
     from lifescope.ui import app as app_module
 
@@ -126,7 +116,8 @@ async def test_slow_reports_are_built_off_the_ui_thread(
             lambda: all(rows(app, p) > 0 for p in ("connections", "layers", "threads", "gil")),
         )
         assert app.slow_builds
-        await wait_until(pilot, lambda: built_on.count("lifescope-analysis") >= 3)
+        ui = threading.main_thread().name
+        await wait_until(pilot, lambda: sum(name != ui for name in built_on) >= 3)
         renders = app.renders
         await wait_until(pilot, lambda: app.renders > renders)
 
@@ -146,8 +137,8 @@ async def test_slow_reports_are_built_off_the_ui_thread(
 async def test_a_failing_background_build_fails_the_app_loudly(
     loaded_demo: tuple[DemoServer, LoadGen], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An exception in a report built on the analysis thread must not freeze the panes
-    silently: it reaches the app's own loop, which ends the app with it, as an inline one."""
+    """An exception in a report built by a worker must not freeze the panes silently: it
+    reaches the app's own loop, which ends the app with it, as an inline one."""
     from lifescope.analysis import report as analysis
     from lifescope.ui import app as app_module
 
@@ -156,7 +147,7 @@ async def test_a_failing_background_build_fails_the_app_loudly(
     failing = threading.Event()
 
     def build(*args, **kwargs):  # type: ignore[no-untyped-def]
-        if failing.is_set() and threading.current_thread().name == "lifescope-analysis":
+        if failing.is_set() and threading.current_thread() is not threading.main_thread():
             raise ZeroDivisionError("a bug in the analysis")
         return real_build(*args, **kwargs)
 

@@ -25,6 +25,7 @@ from lifescope.analysis.narration import (
     PRIORITY,
     RECENT_S,
     SEND_STUCK_MS,
+    Focus,
     Sentence,
     Severity,
     function_name,
@@ -420,6 +421,57 @@ def test_function_name() -> None:
 
 def test_severity_orders() -> None:
     assert Severity.CRITICAL > Severity.WARNING > Severity.INFO
+
+
+# ------------------------------------------------------------------------ focus and reading
+
+FIXTURE = Path(__file__).parent / "fixtures" / "demo-session.lsr"
+
+
+def recorded_report(seconds_in: float | None = None) -> Report:
+    """The committed recording of the demo (GIL hog, slow middleware, a blocking route)."""
+    player = Player(load(str(FIXTURE)))
+    player.seek(player.end if seconds_in is None else player.start + seconds_in)
+    return report.build(player.timeline.window(10.0, end=player.position))
+
+
+def test_a_named_gil_holder_is_given_its_own_share() -> None:
+    result = recorded_report()
+    gil = next(s for s in narrate(result, limit=5) if s.rule == "gil")
+    hog = next(t for t in result.threads if t.name == "gil-hog")
+    assert result.gil.held_share is not None and result.gil.held_share > 0.95
+    assert hog.gil_share is not None and hog.gil_share < 0.7
+    assert gil.text == "One thread (gil-hog) holds the GIL 7 times in 10: the others queue for it."
+
+
+def test_focus_leads_with_what_the_stage_switched_on() -> None:
+    """On stage the room must hear about the key just pressed, not the loudest thing: here a
+    loop stall is critical, yet a focus on the GIL hog puts the hog first."""
+    result = recorded_report()
+    assert headline(result).rule == "loop-stall"
+    focused = narrate(result, 1, (Focus(("gil",), "gil-hog"),))[0]
+    assert focused.rule == "gil" and "(gil-hog)" in focused.text
+    # A focus whose culprit is not in the numbers changes nothing: focus never invents.
+    absent = narrate(result, 1, (Focus(("loop-stall",), "blocking_call"),))[0]
+    assert absent == headline(result)
+    nowhere = narrate(result, 1, (Focus(("gil",), "no-such-thread"),))[0]
+    assert nowhere == headline(result)
+    # A gone server outranks any focus.
+    gone = dataclasses.replace(result, gone="process exited")
+    assert narrate(gone, 1, (Focus(("gil",), "gil-hog"),))[0].rule == "gone"
+
+
+def test_the_first_second_reads_instead_of_guessing_a_model() -> None:
+    early = recorded_report(0.9)
+    assert not any(p.name == "stacks" and p.samples for p in early.probes)
+    assert report.reading(early)
+    # The GIL probe's evidence is in already and may speak; the model's is not.
+    assert "calm" not in [s.rule for s in narrate(early, limit=5)]
+    quiet = dataclasses.replace(early, gil=GilView(None, "memory", 0), layers=None)
+    assert headline(quiet).rule == "reading"
+    assert "Reading the server" in headline(quiet).text
+    later = recorded_report(2.0)
+    assert not report.reading(later) and later.model == "hybrid"
 
 
 # ------------------------------------------------------------------ real recordings of the demo

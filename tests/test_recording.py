@@ -136,6 +136,27 @@ def test_corrupt_middle_replays_the_good_prefix(recording: Path, tmp_path: Path)
     assert len(rec.samples) == cut - 1  # every record before the damage (minus the header)
 
 
+def test_a_compressed_recordings_damage_is_placed_in_the_decompressed_stream(
+    recording: Path, tmp_path: Path
+) -> None:
+    """A recording is gzip: the offset of the damage counts the stream inside it, and the
+    note says so and how to look there (an offset of 169296 in a 58 KB file puzzled a user)."""
+    stream = gzip.decompress(recording.read_bytes())
+    lines = stream.splitlines(keepends=True)
+    cut = len(lines) // 2
+    broken = b'["ThreadsSample", {broken\n'
+    damaged = b"".join(lines[:cut]) + broken + b"".join(lines[cut:])
+    path = tmp_path / "damaged.lsr"
+    path.write_bytes(gzip.compress(damaged))
+    rec = load(str(path))
+    offset = len(b"".join(lines[:cut]))
+    assert rec.problem is not None
+    assert f"byte offset {offset} of the decompressed stream" in rec.problem, rec.problem
+    assert f"tail -c +{offset + 1}`" in rec.problem
+    assert damaged[offset:].startswith(broken)  # what that command shows first
+    assert offset > path.stat().st_size  # an offset into the file would point past its end
+
+
 async def test_replay_ui_plays_seeks_and_changes_speed(recording: Path) -> None:
     player = Player(load(str(recording)))
     app = LifescopeApp(player=player, title_hint="replay")

@@ -3,22 +3,11 @@ large-text screen shows the headline numbers — driven through the real app."""
 
 from __future__ import annotations
 
-import asyncio
-
 from textual.widgets import Digits, Static
 
 from lifescope.demo.children import start_demo_server, start_load
 from lifescope.ui.app import LargeScreen, LifescopeApp, Stage
-
-
-async def until(pilot, predicate, timeout: float = 25.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return
-        await pilot.pause(0.25)
-    raise AssertionError("not reached in time")
+from tests.conftest import pilot_until as until
 
 
 async def test_stage_keys_flip_pathologies_and_the_overlay_names_them() -> None:
@@ -29,10 +18,17 @@ async def test_stage_keys_flip_pathologies_and_the_overlay_names_them() -> None:
         app = LifescopeApp(server.pid, stage=stage)
         async with app.run_test(size=(100, 30)) as pilot:
             narration = app.query_one("#narration", Static)
-            await until(pilot, lambda: "stage [1]" in str(narration.render()))
+            await until(pilot, lambda: "stage [1]" in str(narration.render()), timeout=30)
+            assert "[8]flood" in str(narration.render())  # all eight keys fit in 100 columns
             await pilot.press("4")  # blocking call in the loop
             await until(pilot, lambda: server.toggles().get("block_loop", 0) > 0)
-            await until(pilot, lambda: "event loop is blocked" in str(narration.render()))
+            # named at once as switched on, then as measured, by its own function
+            await until(pilot, lambda: "switched on" in str(narration.render()), timeout=5)
+            await until(
+                pilot,
+                lambda: "event loop is blocked in blocking_call" in str(narration.render()),
+                timeout=30,
+            )
             await pilot.press("4")
             await until(pilot, lambda: server.toggles().get("block_loop", 1) == 0)
             assert "4" not in stage.on

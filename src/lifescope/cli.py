@@ -56,6 +56,10 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     attach.add_argument("pid", help=PID_HELP)
     CollectorOptions.add_arguments(attach, ("record", "force", *SAMPLING))
     attach.add_argument("--sudo", action="store_true", help=SUDO_HELP)
+    # What `demo --web` runs for each visitor: the demo's own UI (stage line, keys 1-8, its
+    # title) on a demo server and load generator that belong to the `demo` process.
+    attach.add_argument("--demo-stage", nargs=3, metavar=("URL", "SERVER_CONTROL", "LOAD_CONTROL"),
+                        help=argparse.SUPPRESS)  # fmt: skip
 
     snap = command("snapshot", "sample headless for N seconds and print a report")
     snap.add_argument("pid", nargs="?", help=PID_HELP)
@@ -269,7 +273,14 @@ def cmd_attach(args: argparse.Namespace) -> int:
         app.run()
         return app.return_code or 0
     assert target is not None
-    app = LifescopeApp(target.pid, options=options)
+    if args.demo_stage is not None:
+        from lifescope.ui.stage import Endpoint, Stage
+
+        url, server_control, load_control = args.demo_stage
+        stage = Stage(Endpoint(server_control), Endpoint(load_control))
+        app = LifescopeApp(target.pid, title_hint=f"demo server on {url}", stage=stage)
+    else:
+        app = LifescopeApp(target.pid, options=options)
     app.run()
     return app.return_code or 0
 
@@ -397,8 +408,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             mix=args.mix,
         )
         if args.web is not None:
-            return _serve_web(server.pid, args.web)
-        from lifescope.ui.app import Stage
+            stage = (server.url, server.control_url, load.control_url)
+            return _serve_web(server.pid, args.web, stage)
+        from lifescope.ui.stage import Stage
 
         app = LifescopeApp(
             server.pid, title_hint=f"demo server on {server.url}", stage=Stage(server, load)
@@ -411,8 +423,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         server.stop()
 
 
-def _serve_web(pid: int, port: int) -> int:
-    """The same app in a browser: textual-serve runs `lifescope attach PID` per visitor.
+def _serve_web(pid: int, port: int, stage: tuple[str, str, str]) -> int:
+    """The same app in a browser: textual-serve runs, per visitor, `lifescope attach PID` with
+    the demo's stage (its keys reach this demo's server and load through their control URLs).
 
     Bound to localhost only: the page drives a tool that reads another process's memory.
     """
@@ -428,7 +441,10 @@ def _serve_web(pid: int, port: int) -> int:
     # Each visitor's `attach` is our direct child (`exec` replaces the shell textual-serve puts
     # in between) and dies with us, even when we are killed; it stops its own collector.
     os.environ[lifecycle.PARENT_PID_ENV] = str(os.getpid())
-    command = f"exec {shlex.quote(sys.executable)} -m lifescope attach {pid}"
+    command = (
+        f"exec {shlex.quote(sys.executable)} -m lifescope attach {pid} "
+        f"--demo-stage {' '.join(shlex.quote(part) for part in stage)}"
+    )
 
     class WebServer(Server):  # type: ignore[misc]
         def request_exit(self) -> None:

@@ -8,6 +8,7 @@ note naming the byte offset where reading stopped.
 from __future__ import annotations
 
 import gzip
+import shlex
 import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -28,7 +29,8 @@ class Recording:
     start: float
     end: float
     problem: str | None
-    """Set when reading stopped early: "truncated record at byte offset N"."""
+    """Set when reading stopped early: "truncated record at byte offset N" (of the
+    decompressed stream when the file is gzip-compressed, as recordings are)."""
 
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -51,6 +53,11 @@ def load(path: str) -> Recording:
                 if exc.offset == 0 and not samples:
                     raise RecordingError(f"{path} is not a lifescope recording: {exc}") from exc
                 problem = str(exc)
+                if compressed:  # the offset counts the stream inside the gzip, not the file
+                    problem += (
+                        f" of the decompressed stream (`zcat {shlex.quote(path)} | tail -c "
+                        f"+{exc.offset + 1}` starts there)"
+                    )
             except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
                 if not samples:
                     raise RecordingError(f"{path} is not a readable recording: {exc}") from exc

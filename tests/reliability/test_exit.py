@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,11 +18,8 @@ import aiohttp
 import psutil
 import pytest
 
-from tests.conftest import PYTHON, wait_for
-
-needs_tmux = pytest.mark.skipif(
-    shutil.which("tmux") is None, reason="needs tmux (apt-get install tmux)"
-)
+from tests.conftest import PYTHON, connects, free_port, wait_for
+from tests.screen import Tmux, needs_tmux
 
 GONE_WITHIN_S = 5.0
 """lifescope's own bound is 2 s (lifecycle.EXIT_GRACE_S); the rest is slack for a machine whose
@@ -76,39 +71,6 @@ def _kill_all(procs: list[psutil.Process]) -> None:
             proc.kill()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Tmux:
-    """`lifescope demo` in a detached tmux session: a real terminal that can be closed."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def start(self, command: str) -> int:
-        subprocess.run(
-            ["tmux", "new-session", "-d", "-s", self.name, "-x", "100", "-y", "30", command],
-            check=True,
-        )
-        out = subprocess.run(
-            ["tmux", "list-panes", "-t", self.name, "-F", "#{pane_pid}"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        return int(out.stdout.split()[0])
-
-    def screen(self) -> str:
-        out = subprocess.run(
-            ["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True
-        )
-        return out.stdout
-
-    def kill(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
-
-
 @needs_tmux
 @pytest.mark.parametrize("how", ["kill-session", "SIGHUP", "SIGTERM", "SIGINT"])
 def test_ending_the_demo_ends_everything_it_started(how: str, busy_machine: None) -> None:
@@ -140,7 +102,7 @@ def test_ending_the_demo_ends_everything_it_started(how: str, busy_machine: None
 @pytest.mark.parametrize("how", ["tab closed", "SIGINT", "SIGTERM", "SIGHUP", "SIGKILL"])
 def test_demo_web_leaves_nothing_running(how: str, busy_machine: None) -> None:
     pytest.importorskip("textual_serve")
-    port = _free_port()
+    port = free_port()
     demo = subprocess.Popen(
         [PYTHON, "-m", "lifescope", "demo", "--web", str(port), "--rate", "20"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -165,7 +127,7 @@ def test_demo_web_leaves_nothing_running(how: str, busy_machine: None) -> None:
                 demo.send_signal(getattr(signal, how))
 
     try:
-        wait_for(lambda: _connects(port), timeout=40)
+        wait_for(lambda: connects(port), timeout=40)
         asyncio.run(visit())
         if how == "tab closed":
             # The visitor's attach and its collector end; the demo stays for the next visitor.
@@ -183,14 +145,6 @@ def test_demo_web_leaves_nothing_running(how: str, busy_machine: None) -> None:
         if demo.poll() is None:
             demo.kill()
         demo.wait()
-
-
-def _connects(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 @needs_tmux

@@ -3,7 +3,6 @@ tiny terminals, many threads. lifescope must explain itself and never make thing
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from lifescope.session import collect
 from lifescope.ui.app import LifescopeApp
 from lifescope.ui.panes import Pane
 from tests.conftest import PYTHON, wait_for
+from tests.conftest import pilot_until as settle
 
 BUSY = """
 import threading, time
@@ -35,16 +35,6 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state not in "ZX"
-
-
-async def settle(pilot, predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return
-        await pilot.pause(0.2)
-    raise AssertionError("state not reached")
 
 
 async def test_target_exit_keeps_data_and_quits_cleanly(python_target) -> None:  # type: ignore[no-untyped-def]

@@ -15,10 +15,11 @@ neither), so layer 3 is narrated only from the request-layer engine's shares, wh
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-from lifescope.analysis.report import ConnectionView, Report, StallView
+from lifescope.analysis.report import ConnectionView, Report, StallView, reading
 
 
 class Severity(IntEnum):
@@ -77,6 +78,9 @@ GIL_HELD_WARNING = 0.7
 GIL_WAITERS_MIN = 0.1
 """Mean number of threads waiting for the GIL (or one thread's waiting share). A busy GIL that
 nobody waits for is just a busy program; it is contention only when someone queues."""
+GIL_CULPRIT_MIN = 0.15
+"""A named thread (a focus) holding the GIL more than one time in seven is visibly taking turns
+from the others (on a loaded 2-core machine the demo's hog got 20-30 %)."""
 
 ACCEPT_QUEUE_MIN = 3
 """A sample can catch one or two connections between the handshake and accept() on a healthy
@@ -118,23 +122,62 @@ _CALM = {
 one, shows in none of the numbers these rules read."""
 
 
-def narrate(report: Report, limit: int = MAX_SENTENCES) -> tuple[Sentence, ...]:
+@dataclass(frozen=True, slots=True)
+class Focus:
+    """What the room was just told to watch: on stage, the pathology a key switched on.
+
+    A focused rule that finds its evidence speaks first, whatever its severity (a presenter
+    who switched on slow clients wants them named, not the loop stall that was there
+    before); one that finds none says nothing, so focus never invents a problem.
+    """
+
+    rules: tuple[str, ...]
+    """Rule names (`PRIORITY`) that show this pathology, the first that speaks wins."""
+    culprit: str | None = None
+    """The function (loop stalls, executors) or thread (GIL) the pathology runs in: the
+    focused rule then speaks about it only, or not at all."""
+
+
+def narrate(
+    report: Report, limit: int = MAX_SENTENCES, focus: Sequence[Focus] = ()
+) -> tuple[Sentence, ...]:
     """The `limit` most important sentences about `report`, most important first.
 
-    Ranked by severity, then by `PRIORITY`. Never empty: with nothing notable it returns one
-    calm sentence naming the concurrency model.
+    Ranked by severity, then by `PRIORITY`, except that sentences for `focus` (most recent
+    first) lead, after only a gone target. Never empty: with nothing notable it returns one
+    calm sentence naming the concurrency model — or, while the first stacks have not arrived,
+    says it is still reading instead of guessing a model.
     """
-    found = [s for rule in _RULES if (s := rule(report)) is not None]
+    focused = _focused(report, focus)
+    spoke = {s.rule for s in focused}
+    found = [s for rule in _RULES if (s := rule(report)) is not None and s.rule not in spoke]
     # A critical stall already says the loop is busy; otherwise the busy share says more (many
     # short callbacks, none long enough to be a stall, can still saturate the loop).
     if not any(s.rule == "loop-stall" and s.severity == Severity.CRITICAL for s in found):
         busy = _loop_busy(report)
         if busy is not None:
             found.append(busy)
-    if not found:
+    if spoke & {"loop-stall", "loop-busy"}:
+        found = [s for s in found if s.rule not in ("loop-stall", "loop-busy")]
+    if not found and not focused:
         return (_calm(report),)
     found.sort(key=lambda s: (-s.severity, PRIORITY.index(s.rule), -s.score))
-    return tuple(found[: max(1, limit)])
+    gone = [s for s in found if s.rule == "gone"]
+    ranked = gone + focused + [s for s in found if s.rule != "gone"]
+    return tuple(ranked[: max(1, limit)])
+
+
+def _focused(report: Report, focus: Sequence[Focus]) -> list[Sentence]:
+    sentences: list[Sentence] = []
+    for wanted in focus:
+        for name in wanted.rules:
+            rule = _BY_NAME.get(name)
+            sentence = rule(report, wanted.culprit) if rule is not None else None
+            if sentence is not None:
+                if sentence.rule not in {s.rule for s in sentences}:
+                    sentences.append(sentence)
+                break
+    return sentences
 
 
 def headline(report: Report) -> Sentence:
@@ -170,10 +213,13 @@ def _recent_stalls(report: Report, stalls: tuple[StallView, ...]) -> list[StallV
     ]
 
 
-def _loop_stall(report: Report) -> Sentence | None:
+def _loop_stall(report: Report, culprit: str | None = None) -> Sentence | None:
+    """With `culprit`, only the stalls in that function count (a focus): None without any."""
     best: Sentence | None = None
     for loop in report.loops:
         stalls = _recent_stalls(report, loop.stalls)
+        if culprit is not None:
+            stalls = [s for s in stalls if function_name(s.frame) == culprit]
         if not stalls:
             continue
         span = min(report.window_s, RECENT_S) or 1.0
@@ -182,10 +228,10 @@ def _loop_stall(report: Report) -> Sentence | None:
         by_frame: Counter[str | None] = Counter()
         for s in stalls:
             by_frame[function_name(s.frame)] += s.duration_ms
-        culprit = by_frame.most_common(1)[0][0]
-        main = [s for s in stalls if function_name(s.frame) == culprit]
+        guilty = by_frame.most_common(1)[0][0]
+        main = [s for s in stalls if function_name(s.frame) == guilty]
         held = [s.gil_held for s in main if s.gil_held is not None]
-        where = f" in {culprit}" if culprit else ""
+        where = f" in {guilty}" if guilty else ""
         if held and sum(held) > len(held) / 2:
             text = f"The event loop is busy{where}, holding the GIL: every other request waits."
         elif held:
@@ -215,7 +261,7 @@ def _loop_stall(report: Report) -> Sentence | None:
     return best
 
 
-def _loop_busy(report: Report) -> Sentence | None:
+def _loop_busy(report: Report, culprit: str | None = None) -> Sentence | None:
     busiest = max(
         (loop for loop in report.loops if loop.busy_share is not None),
         key=lambda loop: loop.busy_share or 0.0,
@@ -225,6 +271,8 @@ def _loop_busy(report: Report) -> Sentence | None:
         return None
     share = busiest.busy_share
     name = function_name(busiest.running)
+    if culprit is not None and name != culprit:
+        return None
     where = f", mostly in {name}" if name else ""
     critical = share >= LOOP_BUSY_CRITICAL
     tail = "requests are queueing behind it." if critical else "requests start to queue."
@@ -247,19 +295,35 @@ def _gil_waiters(report: Report) -> float:
     return float(sum(1 for t in report.threads if t.state == "gil-wait"))
 
 
-def _gil(report: Report) -> Sentence | None:
+def _gil(report: Report, culprit: str | None = None) -> Sentence | None:
+    """With `culprit` (a thread name), only that thread holding a real share of the GIL
+    speaks, and the sentence gives its own share, not the total."""
     held = report.gil.held_share
-    if held is None or held < GIL_HELD_WARNING:
+    if held is None:
         return None
     waiters = _gil_waiters(report)
     top_wait = max((t.waiting_gil_share or 0.0 for t in report.threads), default=0.0)
     if waiters < GIL_WAITERS_MIN and top_wait < GIL_WAITERS_MIN:
         return None
-    holder = max(report.threads, key=lambda t: t.gil_share or 0.0, default=None)
-    who = "One thread"
-    if holder is not None and (holder.gil_share or 0.0) >= 0.5 * held:
-        who = f"One thread ({holder.name})"
-    tenths = round(held * 10)
+    if culprit is not None:
+        named = [t for t in report.threads if t.name == culprit]
+        own = max((t.gil_share or 0.0 for t in named), default=0.0)
+        if own < GIL_CULPRIT_MIN:
+            return None
+        held_by = own
+        who = f"One thread ({culprit})"
+    else:
+        if held < GIL_HELD_WARNING:
+            return None
+        held_by = held
+        holder = max(report.threads, key=lambda t: t.gil_share or 0.0, default=None)
+        who = "One thread"
+        if holder is not None and (holder.gil_share or 0.0) >= 0.5 * held:
+            # Named, the sentence is about that thread: its own share, not the total (the
+            # demo's hog at 65 % with the loop at 34 % read "almost all the time").
+            who = f"One thread ({holder.name})"
+            held_by = holder.gil_share or held
+    tenths = round(held_by * 10)
     often = "almost all the time" if tenths >= 10 else f"{tenths} times in 10"
     waiting = [t.name for t in report.threads if (t.waiting_gil_share or 0.0) >= GIL_WAITERS_MIN]
     detail = f"GIL held {_pct(held)}, {waiters:.1f} threads waiting on average"
@@ -380,9 +444,18 @@ def _middleware(report: Report) -> Sentence | None:
     )
 
 
-def _executors(report: Report) -> Sentence | None:
+def _executors(report: Report, culprit: str | None = None) -> Sentence | None:
     executors = [t for t in report.threads if t.role == "executor"]
     busy = [t for t in executors if (t.active_share or 0.0) >= EXECUTOR_BUSY_SHARE]
+    if culprit is not None:
+        # Focused on one function: a thread in it that waits for the GIL is still doing
+        # the request's work (sqlite hands the GIL back between statements), so it counts.
+        busy = [
+            t
+            for t in executors
+            if function_name(t.top_frame) == culprit
+            and (t.active_share or 0.0) + (t.waiting_gil_share or 0.0) >= EXECUTOR_BUSY_SHARE
+        ]
     if len(busy) < EXECUTOR_BUSY_MIN:
         return None
     frames = Counter(
@@ -401,6 +474,13 @@ def _executors(report: Report) -> Sentence | None:
 
 
 def _calm(report: Report) -> Sentence:
+    if reading(report):
+        return Sentence(
+            "Reading the server: its threads' roles and any event loop show with the first "
+            "stacks.",
+            Severity.INFO,
+            "reading",
+        )
     text = _CALM.get(report.model or "", "Nothing notable yet: no stall, queue or contention.")
     busy = [loop.busy_share for loop in report.loops if loop.busy_share is not None]
     detail = f"event loop busy {_pct(max(busy))}" if busy else ""
@@ -411,3 +491,16 @@ def _calm(report: Report) -> Sentence:
 
 _RULES = (_gone, _loop_stall, _gil, _accept_queue, _send_queue, _keepalive, _executors, _middleware)
 """Every rule but the busy loop, which `narrate` consults only when no critical stall spoke."""
+
+_Rule = Callable[..., Sentence | None]
+_BY_NAME: dict[str, _Rule] = {
+    "loop-stall": _loop_stall,
+    "loop-busy": _loop_busy,
+    "gil": _gil,
+    "executors": _executors,
+    "accept-queue": lambda report, _culprit=None: _accept_queue(report),
+    "send-queue": lambda report, _culprit=None: _send_queue(report),
+    "keepalive": lambda report, _culprit=None: _keepalive(report),
+    "middleware": lambda report, _culprit=None: _middleware(report),
+}
+"""The rules a `Focus` may name; those that can name a culprit take it."""

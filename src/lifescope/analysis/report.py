@@ -18,7 +18,7 @@ from lifescope.analysis import packets as packet_analysis
 from lifescope.analysis import tasks as task_analysis
 from lifescope.analysis.frames import innermost_app, label
 from lifescope.analysis.processes import ProcessView, processes_view
-from lifescope.samples import NO_GIL, Frame, Socket, SocketsSample
+from lifescope.samples import HEALTHY, NO_GIL, Frame, Socket, SocketsSample
 from lifescope.timeline import Window
 
 SNAPSHOT_SCHEMA = "lifescope.snapshot/1"
@@ -664,6 +664,24 @@ def build(window: Window, rules: tuple[layer_rules.Rule, ...] | None = None) -> 
     )
 
 
+def _single_process(report: Report) -> list[dict[str, object]]:
+    """`target.processes` when the workers probe stands by (a single process): every entry
+    has every field, as a pre-fork server's do. Threads, fds and established connections are
+    counted by the other probes; CPU, memory and busy connections of the process are not
+    measured then, so they are null (a sum of the live threads' CPU would miss exited ones)."""
+    if not report.pid:
+        return []
+    empty = dict.fromkeys(("cpu_share", "rss_bytes", "threads", "fds", "connections", "busy"))
+    main = {"pid": report.pid, "role": "main", **empty}
+    if report.threads:
+        main["threads"] = len(report.threads)
+    main["fds"] = report.connections.fds
+    if report.connections.by_state:
+        main["connections"] = dict(report.connections.by_state).get("ESTABLISHED", 0)
+    workers = [{"pid": pid, "role": "worker", **empty} for pid in report.workers]
+    return [main, *workers]
+
+
 def _target_uptime(start_ticks: int, clock: int, hello: object, end: float) -> float | None:
     """Target's age at `end`: boot-relative start ticks against the collector's clock.
 
@@ -682,15 +700,7 @@ def to_json(report: Report) -> dict[str, object]:
             "pid": report.pid,
             "python": report.python,
             "command": report.command,
-            "processes": (
-                [p.as_dict() for p in report.processes]
-                or (
-                    [{"pid": report.pid, "role": "main"}]
-                    + [{"pid": pid, "role": "worker"} for pid in report.workers]
-                    if report.pid
-                    else []
-                )
-            ),
+            "processes": [p.as_dict() for p in report.processes] or _single_process(report),
             "gone": report.gone,
         },
         "window_s": report.window_s,
@@ -814,8 +824,28 @@ def to_json(report: Report) -> dict[str, object]:
     }
 
 
-def shedding_note(cost: CostView) -> str:
-    """What the header says while the probes shed load; the same words in text and UI."""
+READING_S = 5.0
+"""How long a young window without a stack counts as still reading: py-spy's first one-second
+window arrives 1-2 s after attach (later on a busy machine). A collector started without the
+stacks probe (`--probes`) shows a model from `/proc` alone after this."""
+
+
+def reading(report: Report) -> bool:
+    """The roles of threads (event loop, executors) and so the concurrency model cannot be
+    known yet: the window is young and no stack is in it, while the stacks probe has not said
+    it cannot run. Until then "threads · no asyncio loop seen" would be a guess."""
+    stacks = next((p for p in report.probes if p.name == "stacks"), None)
+    if stacks is not None and (stacks.samples > 0 or stacks.status not in HEALTHY):
+        return False
+    return report.window_s < READING_S
+
+
+def shedding_note(cost: CostView, short: bool = False) -> str:
+    """What the header says while the probes shed load; the same words in text and UI.
+    `short`: for a narrow header, which must still say it (the rates are lowered)."""
+    if short:
+        why = "lean mode" if cost.lean else "machine saturated"
+        return f"sampling at ×{cost.rate_scale:g} ({why})"
     if cost.lean:
         return f"lean mode (thin link): sampling at ×{cost.rate_scale:g}"
     facts = []
@@ -832,6 +862,12 @@ def shedding_note(cost: CostView) -> str:
 
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.0f}%"
+
+
+TEXT_STALLS = 5
+"""Stalls listed per loop in the text report (the latest); the count says how many there were."""
+TEXT_IN_FLIGHT = 10
+"""In-flight requests listed in the text report; the JSON has them all."""
 
 
 def to_text(report: Report) -> str:
@@ -868,11 +904,13 @@ def to_text(report: Report) -> str:
         )
     lines.append(f"model: {report.model or '—'}")
     for loop in report.loops:
+        shown = loop.stalls[-TEXT_STALLS:]
+        more = f" (the last {len(shown)}:)" if len(shown) < len(loop.stalls) else ""
         lines.append(
             f"event loop {loop.tid}: busy {_pct(loop.busy_share)}, "
-            f"{len(loop.stalls)} stalls ≥100 ms"
+            f"{len(loop.stalls)} stalls ≥100 ms{more}"
         )
-        for stall in loop.stalls[-5:]:
+        for stall in shown:
             gil_word = {True: "GIL held", False: "GIL free", None: "GIL ?"}[stall.gil_held]
             lines.append(
                 f"  +{stall.start_s:.1f}s {stall.duration_ms:.0f} ms "
@@ -890,13 +928,18 @@ def to_text(report: Report) -> str:
                 f"{p.connections:>6} {p.busy:>5} {p.fds:>6} {p.rss_bytes / 2**20:>8.1f}"
             )
     lines += ["", "threads:"]
+    # Columns as wide as their longest value: a fixed 14 cut clock_nanosleep to clock_nanoslee.
+    name_w = max((len(t.name) for t in report.threads), default=4)
+    state_w = max((len(t.state) for t in report.threads), default=5)
+    call_w = max((len(t.syscall or "—") for t in report.threads), default=7)
+    name_w, state_w, call_w = max(name_w, 4), max(state_w, 5), max(call_w, 7)
     lines.append(
-        f"  {'tid':>7} {'name':<16} {'state':<10} {'syscall':<14} {'cpu':>5} "
+        f"  {'tid':>7} {'name':<{name_w}} {'state':<{state_w}} {'syscall':<{call_w}} {'cpu':>5} "
         f"{'active':>6} {'gil':>5}  frame"
     )
     for t in report.threads:
         lines.append(
-            f"  {t.tid:>7} {t.name[:16]:<16} {t.state[:10]:<10} {(t.syscall or '—')[:14]:<14} "
+            f"  {t.tid:>7} {t.name:<{name_w}} {t.state:<{state_w}} {t.syscall or '—':<{call_w}} "
             f"{_pct(t.cpu_share):>5} {_pct(t.active_share):>6} {_pct(t.gil_share):>5}  "
             f"{t.top_frame or '—'}"
         )
@@ -909,6 +952,11 @@ def to_text(report: Report) -> str:
     if report.layers is not None:
         shares = "  ".join(f"{layer} {_pct(share)}" for layer, share in report.layers.shares)
         lines += ["", f"layers (share of request time): {shares}"]
-        for flight in report.layers.in_flight[:10]:
+        flights = report.layers.in_flight
+        if len(flights) > TEXT_IN_FLIGHT:
+            lines.append(f"in flight: {len(flights)} (the first {TEXT_IN_FLIGHT}:)")
+        elif flights:
+            lines.append(f"in flight: {len(flights)}")
+        for flight in flights[:TEXT_IN_FLIGHT]:
             lines.append(f"  {flight.layer:<7} {flight.evidence}")
     return "\n".join(lines)

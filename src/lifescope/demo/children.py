@@ -302,11 +302,11 @@ class DemoServer(_Child):
 
     def toggles(self) -> dict[str, float]:
         """Every live toggle's current value (0 = off); see ``lifescope.demo.toggles``."""
-        return _toggle_values(self.control_state())
+        return toggle_values(self.control_state())
 
     def set_toggle(self, name: str, value: bool | float) -> dict[str, float]:
         """Set one server toggle now (True = its default on-value); returns all toggles."""
-        return _toggle_values(control_request(self.control_url, name, value))
+        return toggle_values(control_request(self.control_url, name, value))
 
 
 class LoadGen(_Child):
@@ -331,11 +331,11 @@ class LoadGen(_Child):
 
     def toggles(self) -> dict[str, float]:
         """Every mode's current value (0 = off); see ``lifescope.demo.toggles.LOAD_MODES``."""
-        return _toggle_values(self.control_state())
+        return toggle_values(self.control_state())
 
     def set_mode(self, name: str, value: bool | float) -> dict[str, float]:
         """Set one load mode now (True = its default on-value); returns all modes."""
-        return _toggle_values(control_request(self.control_url, name, value))
+        return toggle_values(control_request(self.control_url, name, value))
 
     @property
     def summary(self) -> str | None:
@@ -378,7 +378,8 @@ def _number(value: float) -> str:
     return str(int(number)) if number.is_integer() else repr(number)
 
 
-def _toggle_values(state: Mapping[str, object]) -> dict[str, float]:
+def toggle_values(state: Mapping[str, object]) -> dict[str, float]:
+    """The ``{name: value}`` toggles of a control answer (``control_request``)."""
     toggles = state.get("toggles")
     if not isinstance(toggles, dict):
         raise ControlError(f"control answer has no toggles: {state!r}")

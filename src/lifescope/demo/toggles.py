@@ -141,6 +141,13 @@ class StageKey:
     """Companion actions switched on and off with this key. The accept stall needs clients
     that open *new* connections (the load generator's pool reuses its keep-alive ones, which
     an accept stall never touches), so its key also turns on connection churn."""
+    rules: tuple[str, ...] = ()
+    """The narration rules that show this pathology (``analysis.narration.PRIORITY``): the
+    stage's one-line overlay asks for them first once the key is on."""
+    culprit: str = ""
+    """The function or thread the pathology runs in, as narration names it: with the demo's
+    default mix the loop already stalls in ``handle_bigjson``, and switching on the blocking
+    call must name ``blocking_call``, not the stall that was there before."""
 
     def actions(self, on: bool) -> list[Action]:
         """The control requests to send when the key turns the toggle on (or off)."""
@@ -151,27 +158,34 @@ class StageKey:
 
 STAGE_KEYS: tuple[StageKey, ...] = (
     StageKey("1", SERVER, "slow_middleware", 200,
-             "slow middleware — every request waits 200 ms in layer 3"),
+             "slow middleware — every request waits 200 ms in layer 3",
+             rules=("middleware",)),
     StageKey("2", SERVER, "slow_db", 500,
-             "slow database — each query takes 500 ms in an executor thread (layer 4)"),
+             "slow database — each query takes 500 ms in an executor thread (layer 4)",
+             rules=("executors",), culprit="run_report_query"),
     StageKey("3", SERVER, "big_json", 10_000,
              "large serialization — every /fast response is 1.4 MB of JSON, "
-             "built on the event loop (layer 5)"),
+             "built on the event loop (layer 5)",
+             rules=("loop-stall", "loop-busy"), culprit="handle_fast"),
     StageKey("4", SERVER, "block_loop", 40,
              "blocking call — every 40th request sleeps 300 ms on the event loop: "
-             "every other request waits"),
+             "every other request waits",
+             rules=("loop-stall",), culprit="blocking_call"),
     StageKey("5", SERVER, "gil_hog", 1,
-             "GIL hog — a CPU-bound thread keeps the GIL: the others queue for it"),
+             "GIL hog — a CPU-bound thread keeps the GIL: the others queue for it",
+             rules=("gil",), culprit="gil-hog"),
     StageKey("6", SERVER, "accept_stall", 30,
              "accept stall — the server stops calling accept() for 30 s: new connections "
              "wait in the kernel's accept queue (layer 1)",
-             also=((LOAD, "churn", 30),)),
+             also=((LOAD, "churn", 30),), rules=("accept-queue",)),
     StageKey("7", LOAD, "slow_readers", 8,
              "slow clients — 8 clients read a few bytes every 100 ms: responses sit in "
-             "the kernel's send buffer (layer 5)"),
+             "the kernel's send buffer (layer 5)",
+             rules=("send-queue",)),
     StageKey("8", LOAD, "flood", 300,
              "connection flood — 300 idle keep-alive connections, each holding a file "
-             "descriptor (layer 6)"),
+             "descriptor (layer 6)",
+             rules=("keepalive",)),
 )  # fmt: skip
 
 KEYMAP: dict[str, StageKey] = {k.key: k for k in STAGE_KEYS}
