@@ -414,8 +414,7 @@ def probe_refresh(pid: int, repeat: int) -> dict[str, Any]:
         sample_t = threads.read_once()
         thread_ms.append((time.perf_counter() - t0) * 1e3)
         count = len(sample_t.threads)
-    for files in threads._files.values():
-        files.close()
+    threads.close()
     return {
         "sockets_rows": rows,
         "sockets_read_ms_with_inode_refresh": h.spread(with_inodes, 2),

@@ -389,6 +389,7 @@ def spawner():
             t.start()
         for t in batch:
             t.join()
+            os.write(1, b"J %d %d\\n" % (t.native_id, time.monotonic_ns()))
 os.write(1, b"READY\\n")
 log(b"S")
 threading.Thread(target=spawner, daemon=True).start()
@@ -404,8 +405,10 @@ def test_thread_churn_holders_are_alive(
 
     Why: a new thread's state is often malloc'ed at the address of one that just exited, so an
     address→TID cache silently goes stale under churn.  The target logs each thread's start and
-    end (CLOCK_MONOTONIC, shared with us); a holder must have been alive when sampled, within
-    2 ms of slack (a thread holds the GIL briefly before its first and after its last log line).
+    end (CLOCK_MONOTONIC, shared with us); a holder must have been alive when sampled. A thread
+    holds the GIL after its last line while it is torn down — for as long as the OS preempts it,
+    tens of ms on a busy machine — so its life ends when `join` returned in the spawner (a join
+    returns only once the thread state is gone), with 20 ms of slack for clock reads.
     """
     target = spawn(exe, CHURN)
     reader = GilReader.open(target.pid)
@@ -439,7 +442,10 @@ def test_thread_churn_holders_are_alive(
             continue
         kind, tid, ns = line.split()
         span = alive.setdefault(int(tid), [0, 1 << 62])
-        span[0 if kind == "S" else 1] = int(ns)
+        if kind == "S":
+            span[0] = int(ns)
+        elif kind == "J" or span[1] == 1 << 62:
+            span[1] = int(ns)  # the join's stamp wins over the thread's own last line
     slack = 20_000_000
     locked = [(t, r) for t, r in samples if r.locked]
     unknown = sum(r.holder_tid is None for _, r in locked)

@@ -36,10 +36,14 @@ NOBODY = pwd.getpwnam("nobody")
 @contextlib.contextmanager
 def reachable_by_everyone(path: str) -> Iterator[None]:
     """The interpreter must be readable by the user the UI drops to. On a real host it is (a
-    system Python or the user's own venv); here it lives under /root (0700), so each ancestor
-    directory gets o+x (traverse, not list) for the test and its mode back afterwards."""
+    system Python or the user's own venv); here it may live under /root or a 0700 mktemp
+    directory, so each ancestor directory gets o+x (traverse, not list) for the test and its
+    mode back afterwards."""
     changed: list[tuple[str, int]] = []
-    for parent in Path(path).resolve().parents:
+    # Both the venv's own path and the interpreter its symlink points to: a venv made under a
+    # 0700 mktemp directory (as CI makes it) is only reachable through the first.
+    parents = {*Path(path).absolute().parents, *Path(path).resolve().parents}
+    for parent in sorted(parents):
         mode = os.stat(parent).st_mode
         if not mode & stat.S_IXOTH:
             os.chmod(parent, mode | stat.S_IXOTH)

@@ -116,6 +116,10 @@ class SocketsProbe(Probe):
             self._inodes_at = now
         self._foreign = self._helpers_sockets()
         rows = self._rows()
+        # The sample's time is the dump's: tcp_info's "ms since last data" are as of then, and
+        # the loop's stalls are cut at `t - last_data_sent_ms` (a stamp taken before the fd
+        # map refresh put every cut tens of ms early under load, shortening each stall).
+        dumped = time.monotonic()
         self.rows_seen = len(rows)  # what the next read will decode again: its cost
         listen_ports = {
             r.local_port for r in rows if r.state == "LISTEN" and r.inode in self._inodes
@@ -151,7 +155,7 @@ class SocketsProbe(Probe):
         fds, limit = procnet.fd_usage(pid)
         counters = procnet.listen_counters(pid)
         return SocketsSample(
-            t=now,
+            t=dumped,
             sockets=tuple(sockets),
             fds=fds,
             fd_limit=limit,

@@ -170,7 +170,11 @@ class ThreadsProbe(Probe):
                 if not self.sleep(period - (time.monotonic() - started)):
                     return
         finally:
-            for files in self._files.values():
-                for task in files.values():
-                    task.close()
-            self._files.clear()
+            self.close()
+
+    def close(self) -> None:
+        """Release the per-thread descriptors; callers of `read_once` outside `run` own this."""
+        for files in self._files.values():
+            for task in files.values():
+                task.close()
+        self._files.clear()
