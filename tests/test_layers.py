@@ -456,6 +456,50 @@ def test_http_server_db_is_layer_4(python_target) -> None:  # type: ignore[no-un
     assert result.model == "threads"
 
 
+SLEEP_PER_REQUEST_THREAD = """
+import sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep(0.2)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print("READY", server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+def test_a_thread_that_served_a_request_and_exited_is_not_in_flight(python_target) -> None:  # type: ignore[no-untyped-def]
+    """A new thread per request, four clients, each one request at a time: never more than
+    four in flight. py-spy keeps an exited thread's last stack until its recording ends, so
+    every thread of the last second read as still in its handler (12 for 4 on werkzeug)."""
+    proc = python_target(SLEEP_PER_REQUEST_THREAD)
+    port = int(proc.ready_line)
+    stop = threading.Event()
+    clients = hammer(port, "/", stop, workers=4)
+    try:
+        time.sleep(0.5)
+        timeline = collect(proc.pid, 3.0, probes=("threads", "stacks", "sockets"))
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(15)
+    result = report.build(timeline.window())
+    assert result.layers is not None
+    handlers = [f for f in result.layers.in_flight if f.layer == "L4"]
+    served = {span.tid for window in timeline.stacks for span in window.spans}
+    assert len(served) > 8, "the clients should have been served by many threads"
+    assert 1 <= len(handlers) <= 4, result.layers.in_flight
+    assert largest(result) == "L4", result.layers
+
+
 # --- rules, pure ------------------------------------------------------------------------
 
 

@@ -317,7 +317,6 @@ _GEVENT = (
 )
 
 KNOWN_WRONG: dict[tuple[str, str], str] = {
-    ("werkzeug/sleep", "in_flight"): "5 for 4 clients, all 'L4 handler: app (sleep)'",
     ("gunicorn-gevent+flask/sleep@worker", "layer"): f"{_GEVENT}; unknown 0.99",
     ("gunicorn-gevent+flask/sleep@worker", "frame"): _GEVENT,
     ("gunicorn-gevent+flask/sleep@master", "layer"): f"{_GEVENT}, in the workers as on one",

@@ -8,12 +8,12 @@ never a guess.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from lifescope import rules as layer_rules
 from lifescope import syscalls
-from lifescope.analysis import concurrency, connections, gil, layers
+from lifescope.analysis import concurrency, connections, gil, layers, lifetimes
 from lifescope.analysis import packets as packet_analysis
 from lifescope.analysis import tasks as task_analysis
 from lifescope.analysis.frames import innermost_app, label
@@ -569,6 +569,7 @@ def _cost_view(window: Window) -> CostView:
 
 
 def build(window: Window, rules: tuple[layer_rules.Rule, ...] | None = None) -> Report:
+    window = replace(window, stacks=lifetimes.clip(window.stacks, window.threads))
     hello = window.hello
     uptime = None
     if hello is not None and window.end:
