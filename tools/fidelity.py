@@ -165,7 +165,8 @@ def render(
         f"250–400 ms, at least {checks.MIN_STALLS}; *workers* — the master lists exactly the "
         f"worker pids (helpers are not workers); *pids* — each in-flight request names its "
         f"worker; *drops* — the target's listener shows its own drops (kernel per-socket "
-        f"count, as `ss -ltm` shows it) and not a neighbour's.",
+        f"count, as `ss -ltm` shows it) and not a neighbour's; *model* — the snapshot names "
+        f"the server's concurrency model.",
         "",
         f"**{right} of {total} checks right.** Verdict *wrong (known)* is a strict xfail in "
         f"`tests/fidelity/test_matrix.py`; *WRONG (new)* is a failing test; *right — remove "

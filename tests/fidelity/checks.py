@@ -69,6 +69,11 @@ def check_in_flight(truth: Truth, m: Measurement) -> Verdict:
     return ok, f"{len(items)} in flight: {in_flight_text(m)}"
 
 
+def check_model(truth: Truth, m: Measurement) -> Verdict:
+    got = m.snapshot.get("model")
+    return got == truth.model, f"model {got}"
+
+
 def _complete_stalls(m: Measurement) -> tuple[list[float], list[float]]:
     window = float(m.snapshot.get("window_s") or 0.0)
     judged, edge = [], []
@@ -154,6 +159,7 @@ CHECKS: dict[str, Callable[[Truth, Measurement], Verdict]] = {
     "workers": check_workers,
     "pids": check_pids,
     "drops": check_drops,
+    "model": check_model,
 }
 
 

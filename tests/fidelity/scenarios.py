@@ -84,6 +84,8 @@ class Truth:
     drops: str | None = None
     """"own": the target's listener drops SYNs and lifescope shows drops on it; "none": only a
     neighbour's listener drops, and lifescope shows none on the target's."""
+    model: str | None = None
+    """The concurrency model the snapshot names (asyncio, threads, hybrid, greenlets)."""
 
     @property
     def fewest_in_flight(self) -> int:
@@ -107,6 +109,8 @@ class Truth:
             names.append("pids")
         if self.drops is not None:
             names.append("drops")
+        if self.model is not None:
+            names.append("model")
         return tuple(names)
 
     def describe(self) -> str:
@@ -127,6 +131,8 @@ class Truth:
             parts.append("own listener drops")
         elif self.drops == "none":
             parts.append("no drops on the target's listener")
+        if self.model:
+            parts.append(f"model {self.model}")
         return ", ".join(parts)
 
 
@@ -231,7 +237,7 @@ def _table() -> tuple[Scenario, ...]:
     w = "worker"
     rows: list[Scenario] = [
         s(HTTP_SERVER, "idle", IDLE, t(in_flight=0)),
-        s(HTTP_SERVER, "sleep", loop("/sleep", 4), t("L4", 4, "do_GET")),
+        s(HTTP_SERVER, "sleep", loop("/sleep", 4), t("L4", 4, "do_GET", model="threads")),
         # the query is CPU work in sqlite: one client, so it never takes both cores
         s(HTTP_SERVER, "db", loop("/db", 1), t("L4", 1, "slow_query")),
         s(HTTP_SERVER, "db-4s", loop("/db-long", 1), t("L4", 1, "slow_query")),
@@ -240,7 +246,7 @@ def _table() -> tuple[Scenario, ...]:
         s(HTTP_SERVER, "keepalive", Load("keepalive", "/ping", 4), t("L6", 0)),
         s(HTTP_SERVER, "neighbour-drops", Load("flood-neighbour"), t(drops="none")),
         s(WERKZEUG, "idle", IDLE, t(in_flight=0)),
-        s(WERKZEUG, "sleep", loop("/sleep", 4), t("L4", 4, "werkzeug_app")),
+        s(WERKZEUG, "sleep", loop("/sleep", 4), t("L4", 4, "werkzeug_app", model="threads")),
         # gunicorn sync: one worker serves one request at a time (more clients would queue: L1)
         s(FLASK_SYNC, "idle", IDLE, t(in_flight=0, workers=1)),
         *_both(FLASK_SYNC, "sleep", loop("/sleep", 1),
@@ -253,7 +259,7 @@ def _table() -> tuple[Scenario, ...]:
                t("L4", 4, "flask_app"), t("L4", 4, workers=1, pids=True)),
         s(FLASK_GTHREAD, "keepalive", Load("keepalive", "/ping", 3), t("L6", 0), w),
         *_both(FLASK_GEVENT, "sleep", loop("/sleep", 4),
-               t("L4", 4, "flask_app"), t("L4", 4, workers=1, pids=True)),
+               t("L4", 4, "flask_app", model="greenlets"), t("L4", 4, workers=1, pids=True)),
         s(DJANGO, "function-middleware-sleep", loop("/mw-func", 1),
           t("L3", 1, "func_middleware"), w),
         s(DJANGO, "class-middleware-sleep", loop("/mw-class", 1),
@@ -278,11 +284,11 @@ def _table() -> tuple[Scenario, ...]:
         *_both(UVICORN_2, "async-sleep", loop("/sleep", 4),
                t("L4", frame="asgi_app"), t("L4", 4, workers=2, pids=True)),
         s(AIOHTTP, "idle", IDLE, t(in_flight=0)),
-        s(AIOHTTP, "sleep", loop("/sleep", 4), t("L4", 4, "aiohttp_app")),
+        s(AIOHTTP, "sleep", loop("/sleep", 4), t("L4", 4, "aiohttp_app", model="asyncio")),
         s(AIOHTTP, "middleware-sleep", loop("/mw-sleep", 4), t("L3", 4, "slow_auth")),
         s(AIOHTTP, "blocking-sleep", loop("/block", 4), STALLS),
         s(TORNADO, "idle", IDLE, t(in_flight=0)),
-        s(TORNADO, "sleep", loop("/sleep", 4), t("L4", 4, "Sleep.get")),
+        s(TORNADO, "sleep", loop("/sleep", 4), t("L4", 4, "Sleep.get", model="asyncio")),
         s(HYPERCORN, "idle", IDLE, t(in_flight=0, workers=1)),
         *_both(HYPERCORN, "async-sleep", loop("/sleep", 4),
                t("L4", 4, "asgi_app"), t("L4", 4, workers=1, pids=True)),

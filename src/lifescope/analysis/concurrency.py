@@ -356,7 +356,14 @@ def analyse(
         for tid, r in sorted(roles.items())
         if r == "event-loop"
     )
-    return Concurrency(roles, shares, current, loops, _model(roles, len(current)))
+    model = "greenlets" if gevent_hub(stacks) else _model(roles, len(current))
+    return Concurrency(roles, shares, current, loops, model)
+
+
+def gevent_hub(stacks: Sequence[StacksWindow]) -> bool:
+    """gevent's hub in the recent stacks: requests are greenlets switched on one thread, and
+    the thread-per-request reading of its stacks would be wrong (issue 12.8)."""
+    return any("gevent/hub.py" in f.file for window in stacks[-3:] for f in window.frames)
 
 
 def _model(roles: dict[int, str], thread_count: int) -> str | None:

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from lifescope import syscalls
+from lifescope.analysis import concurrency
 from lifescope.analysis import connections as conns
 from lifescope.analysis.frames import kind as frame_kind
 from lifescope.analysis.frames import label
@@ -417,10 +418,6 @@ def _socket_summary(
     return layers, requests, tuple(served)
 
 
-def _gevent(stacks: Sequence[StacksWindow]) -> bool:
-    return any("gevent/hub.py" in f.file for window in stacks[-3:] for f in window.frames)
-
-
 def analyse(
     stacks: Sequence[StacksWindow],
     socket_samples: Sequence[SocketsSample],
@@ -539,7 +536,7 @@ def analyse(
         layer: round(time_in[layer] / total, 4) if total else 0.0 for layer in (*LAYERS, UNKNOWN)
     }
     measured = "stacks+tasks" if task_samples else ("stacks" if stacks else "none")
-    if _gevent(stacks):
+    if concurrency.gevent_hub(stacks):
         measured += " (gevent: only the running greenlet is visible; parked ones are unknown)"
     return LayerStats(shares, {k: n for k, n in now.items() if n}, tuple(in_flight), measured)
 

@@ -117,6 +117,8 @@ _CALM = {
     "hands blocking work to a pool of threads.",
     "threads": "No stall, queue or contention in sight: a thread per request, none of them "
     "waiting long.",
+    "greenlets": "gevent: every request is a greenlet on one thread, and a sampler sees only "
+    "the one running — requests parked in I/O show as received, their code not visible.",
 }
 """Said as what was measured, not as "all is well": a request awaiting in slow middleware, for
 one, shows in none of the numbers these rules read."""
