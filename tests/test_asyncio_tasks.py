@@ -678,8 +678,11 @@ async def main():
         loop.set_task_factory(lambda loop, coro, **kw: TracedTask(coro, loop=loop, **kw))
     tasks = [loop.create_task(parked(ev)) for _ in range(50)]
     await asyncio.sleep(0.05)
-    print("READY" + json.dumps({"ids": [id(t) for t in tasks],
-                                "total": len(asyncio.all_tasks())}), flush=True)
+    ready = "READY" + json.dumps({"ids": [id(t) for t in tasks],
+                                  "total": len(asyncio.all_tasks())})
+    # Said from a callback that runs once main() is parked in its sleep: printed from main()
+    # itself, a reader on a busy machine could catch main() mid-way into that sleep.
+    loop.call_soon(lambda: print(ready, flush=True))
     await asyncio.sleep(3600)
 
 asyncio.run(main())

@@ -82,7 +82,8 @@ def test_cpu_bound_stall_holds_the_gil(plain_server: DemoServer) -> None:
     whole = [s for s in stalls if not s.ongoing]
     assert whole, result.loops[0].stalls
     known = [s for s in whole if s.gil_held is not None]  # None: before the GIL's first batch
-    assert known and all(s.gil_held for s in known), whole  # pure Python never drops the GIL
+    brief = [(s.start_s, s.duration_ms, s.gil_held) for s in whole]
+    assert known and all(s.gil_held for s in known), brief  # pure Python never drops the GIL
     assert [s for s in whole if 200 <= s.duration_ms <= 320], whole
 
 
