@@ -36,8 +36,8 @@ class Listener:
     local: str
     accept_queue: int
     backlog: int
-    half_open: int
-    overflows: int | None
+    half_open: int = 0
+    overflows: int | None = None
     """Connections this listener turned away in the window (its own `sk_drops`), or — when
     the kernel's per-socket count is unavailable — `ListenOverflows` of the whole network
     namespace, which blames every listener for any one's drops (`overflows_scope`)."""
