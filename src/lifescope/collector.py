@@ -37,7 +37,7 @@ from lifescope.probes.sockets import SocketsProbe
 from lifescope.probes.tasks import TasksProbe
 from lifescope.probes.threads import ThreadsProbe
 from lifescope.probes.workers import WorkersProbe
-from lifescope.samples import CollectorCost, Hello, TargetGone
+from lifescope.samples import CollectorCost, Hello, Sample, TargetGone
 from lifescope.target import Target, TargetError, parse_pid, python_children, resolve
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class Collector:
         self.out = out
         self.options = options
         self.exporter = exporter
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=QUEUE_MAX)
+        self._queue: queue.Queue[Sample] = queue.Queue(maxsize=QUEUE_MAX)
         self.dropped = 0
         self.probes = build_probes(target, self._offer, options.probes, options.http_lines)
         self.budget = Budget(
@@ -115,7 +115,7 @@ class Collector:
     def stop(self, *_: object) -> None:
         self._stop.set()
 
-    def _offer(self, sample: object) -> None:
+    def _offer(self, sample: Sample) -> None:
         """Probes hand samples here. If the reader stalls (a slow UI, a full disk), the queue
         fills and new samples are dropped and counted — memory stays bounded and the probes
         never block on the reader."""
@@ -177,7 +177,7 @@ class Collector:
     def _write(self, line: bytes) -> None:
         self.out.write(line)
 
-    def _send(self, sample: object) -> None:
+    def _send(self, sample: Sample) -> None:
         """Every sample goes to the stream and, when serving metrics, to their timeline."""
         self._write(stream.encode(sample))
         if self.exporter is not None:

@@ -75,7 +75,7 @@ def install() -> None:
 
         importlib.resources.files = files  # type: ignore[attr-defined]
 
-    # `Emit = Callable[[object], None]` at module level: 3.9 made these subscriptable.
+    # `Emit = Callable[[Sample], None]` at module level: 3.9 made these subscriptable.
     for name in ("Callable", "Iterable", "Iterator", "Sequence", "Mapping", "MutableMapping",
                  "Generator", "Awaitable", "Coroutine", "AsyncIterator", "Set", "MutableSet",
                  "MutableSequence", "Collection", "Container", "Hashable", "Sized", "Reversible",

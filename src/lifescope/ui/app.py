@@ -37,6 +37,7 @@ from lifescope.analysis import report as analysis
 from lifescope.analysis.processes import ProcessView
 from lifescope.options import DEFAULTS, CollectorOptions
 from lifescope.replay import Player
+from lifescope.samples import Sample
 from lifescope.timeline import Timeline, Window
 from lifescope.ui import header
 from lifescope.ui.fit import wrap_words
@@ -89,7 +90,7 @@ class LifescopeApp(App[int]):
         self,
         pid: int | None = None,
         *,
-        source: Source | SampleStream | Iterable[object] | None = None,
+        source: Source | SampleStream | Iterable[Sample] | None = None,
         title_hint: str = "",
         clock: Callable[[], float] = time.time,
         player: Player | None = None,
@@ -461,7 +462,7 @@ class LifescopeApp(App[int]):
 
 def _source(
     pid: int | None,
-    source: Source | SampleStream | Iterable[object] | None,
+    source: Source | SampleStream | Iterable[Sample] | None,
     player: Player | None,
     options: CollectorOptions,
     remote: RemoteSession | None,

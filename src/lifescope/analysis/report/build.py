@@ -30,10 +30,10 @@ from lifescope.analysis.report.views import (
     StallView,
     ThreadView,
 )
-from lifescope.samples import NO_GIL, Frame, Socket, SocketsSample
+from lifescope.samples import KINDS, NO_GIL, PROBES, Frame, SampleKind, Socket, SocketsSample
 from lifescope.timeline import Window
 
-PROBE_ORDER = ("gil", "threads", "stacks", "dump", "sockets", "packets", "tasks", "workers")
+PROBE_ORDER = PROBES
 
 _STATE_WORDS = {
     "R": "running",
@@ -78,16 +78,7 @@ def _ratio(part: float, whole: float) -> float | None:
 def _probe_views(window: Window) -> tuple[ProbeView, ...]:
     statuses = {s.probe: s for s in window.statuses}
     seconds = window.seconds
-    counts = {
-        "gil": sum(r.reads for r in window.gil_runs),
-        "threads": len(window.threads),
-        "dump": len(window.dumps),
-        "sockets": len(window.sockets),
-        "packets": sum(p.captured for p in window.packets),
-        "tasks": len(window.tasks),
-        "workers": len(window.processes),
-        "stacks": sum(w.samples for w in window.stacks),
-    }
+    counts = {kind.probe: _observations(window, kind) for kind in KINDS if kind.probe}
     views = []
     for name in (*PROBE_ORDER, *sorted(set(statuses) - set(PROBE_ORDER))):
         status = statuses.get(name)
@@ -115,6 +106,13 @@ def _probe_views(window: Window) -> tuple[ProbeView, ...]:
             )
         )
     return tuple(views)
+
+
+def _observations(window: Window, kind: SampleKind) -> int:
+    samples = getattr(window, kind.field)
+    if kind.observations is None:
+        return len(samples)
+    return sum(getattr(sample, kind.observations) for sample in samples)
 
 
 def _thread_views(
