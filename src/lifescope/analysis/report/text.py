@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lifescope.analysis.report.views import CostView, Report
+from lifescope.analysis.wording import GIL_WORDS, percent
 
 
 def shedding_note(cost: CostView, short: bool = False) -> str:
@@ -15,18 +16,14 @@ def shedding_note(cost: CostView, short: bool = False) -> str:
         return f"lean mode (thin link): sampling at ×{cost.rate_scale:g}"
     facts = []
     if cost.machine_idle is not None:
-        facts.append(f"{_pct(cost.machine_idle)} idle")
+        facts.append(f"{percent(cost.machine_idle)} idle")
     if cost.target_cpu_wait is not None:
-        facts.append(f"target waits for CPU {_pct(cost.target_cpu_wait)}")
+        facts.append(f"target waits for CPU {percent(cost.target_cpu_wait)}")
     why = f" ({', '.join(facts)})" if facts else ""
     return (
         f"machine saturated{why}: sampling at ×{cost.rate_scale:g} to spare the target"
         " (--full-rate overrides)"
     )
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.0f}%"
 
 
 TEXT_STALLS = 5
@@ -39,7 +36,7 @@ def to_text(report: Report) -> str:
     """The same report for a terminal or a log: plain lines, no colour."""
     lines = [
         f"pid {report.pid}  Python {report.python}  {report.command}",
-        f"window {report.window_s:.1f}s  lifescope cpu {_pct(report.cost.cpu_share)} of a core"
+        f"window {report.window_s:.1f}s  lifescope cpu {percent(report.cost.cpu_share)} of a core"
         + (f"  {shedding_note(report.cost)}" if report.cost.rate_scale < 1 else "")
         + (f"  TARGET GONE: {report.gone}" if report.gone else ""),
         "",
@@ -58,7 +55,7 @@ def to_text(report: Report) -> str:
     else:
         lines += [
             "",
-            f"GIL held {_pct(gil_view.held_share)} (source {gil_view.source}, "
+            f"GIL held {percent(gil_view.held_share)} (source {gil_view.source}, "
             f"{gil_view.samples} samples)",
         ]
     if gil_view.switches_per_s is not None:
@@ -72,11 +69,11 @@ def to_text(report: Report) -> str:
         shown = loop.stalls[-TEXT_STALLS:]
         more = f" (the last {len(shown)}:)" if len(shown) < len(loop.stalls) else ""
         lines.append(
-            f"event loop {loop.tid}: busy {_pct(loop.busy_share)}, "
+            f"event loop {loop.tid}: busy {percent(loop.busy_share)}, "
             f"{len(loop.stalls)} stalls ≥100 ms{more}"
         )
         for stall in shown:
-            gil_word = {True: "GIL held", False: "GIL free", None: "GIL ?"}[stall.gil_held]
+            gil_word = GIL_WORDS[stall.gil_held]
             lines.append(
                 f"  +{stall.start_s:.1f}s {stall.duration_ms:.0f} ms "
                 f"{stall.frame or '?'} ({gil_word})"
@@ -89,7 +86,7 @@ def to_text(report: Report) -> str:
         )
         for p in report.processes:
             lines.append(
-                f"  {p.pid:>7} {p.role:<7} {_pct(p.cpu_share):>5} {p.threads:>7} "
+                f"  {p.pid:>7} {p.role:<7} {percent(p.cpu_share):>5} {p.threads:>7} "
                 f"{p.connections:>6} {p.busy:>5} {p.fds:>6} {p.rss_bytes / 2**20:>8.1f}"
             )
     lines += ["", "threads:"]
@@ -105,7 +102,7 @@ def to_text(report: Report) -> str:
     for t in report.threads:
         lines.append(
             f"  {t.tid:>7} {t.name:<{name_w}} {t.state:<{state_w}} {t.syscall or '—':<{call_w}} "
-            f"{_pct(t.cpu_share):>5} {_pct(t.active_share):>6} {_pct(t.gil_share):>5}  "
+            f"{percent(t.cpu_share):>5} {percent(t.active_share):>6} {percent(t.gil_share):>5}  "
             f"{t.top_frame or '—'}"
         )
     conn = report.connections
@@ -115,7 +112,7 @@ def to_text(report: Report) -> str:
     states = ", ".join(f"{state} {n}" for state, n in conn.by_state) or "none"
     lines.append(f"connections: {states}")
     if report.layers is not None:
-        shares = "  ".join(f"{layer} {_pct(share)}" for layer, share in report.layers.shares)
+        shares = "  ".join(f"{layer} {percent(share)}" for layer, share in report.layers.shares)
         lines += ["", f"layers (share of request time): {shares}"]
         flights = report.layers.in_flight
         if len(flights) > TEXT_IN_FLIGHT:
