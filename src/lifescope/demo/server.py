@@ -20,6 +20,10 @@ innermost application frame as "the guilty frame", so they have to read well on 
 
 Kept importable on older interpreters (no 3.10-only syntax at runtime) because lifescope attaches to
 targets running CPython 3.8-3.13 and the demo is the obvious thing to run under each of them.
+
+Why one file of ~700 lines: it is one program, the target itself, run under every CPython from
+3.8; its routes, the pathologies they switch and ``main`` are read together when a frame of it
+shows up on screen as "the guilty frame" (``server.py:LINE``), so they stay in one module.
 """
 
 from __future__ import annotations
