@@ -143,6 +143,7 @@ def analyse(samples: Sequence[SocketsSample], latest_threads: ThreadsSample | No
         if s.state != "LISTEN":
             continue
         before = first_drops.get(s.local)
+        own: int | None
         if s.drops is not None and before is not None:
             own, scope = s.drops - before, "listener"
         else:

@@ -14,7 +14,7 @@ neither), so layer 3 is narrated only from the request-layer engine's shares, wh
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -222,10 +222,10 @@ def _loop_stall(report: Report, culprit: str | None = None) -> Sentence | None:
         span = min(report.window_s, RECENT_S) or 1.0
         stalled_ms = sum(s.duration_ms for s in stalls)
         share = min(1.0, stalled_ms / 1000.0 / span)
-        by_frame: Counter[str | None] = Counter()
+        by_frame: defaultdict[str | None, float] = defaultdict(float)
         for s in stalls:
             by_frame[function_name(s.frame)] += s.duration_ms
-        guilty = by_frame.most_common(1)[0][0]
+        guilty = max(by_frame, key=by_frame.__getitem__)  # the first of equals
         main = [s for s in stalls if function_name(s.frame) == guilty]
         held = [s.gil_held for s in main if s.gil_held is not None]
         where = f" in {guilty}" if guilty else ""

@@ -98,11 +98,11 @@ def parse_mix(spec: str | Mapping[str, float]) -> list[tuple[str, float]]:
             part = part.strip()
             if not part:
                 continue
-            key, sep, weight = part.rpartition("=")
+            key, sep, number = part.rpartition("=")
             if not sep or not key:
                 raise ValueError(f"mix entry {part!r} is not NAME=WEIGHT")
             try:
-                items.append((key.strip(), float(weight)))
+                items.append((key.strip(), float(number)))
             except ValueError:
                 raise ValueError(f"mix weight in {part!r} is not a number") from None
     else:

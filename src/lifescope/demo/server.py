@@ -249,7 +249,7 @@ class Pathologies:
         self._payload: tuple[int, list[dict[str, object]]] | None = None
         self._hog: threading.Thread | None = None
         self._hog_stop = threading.Event()
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._accept_paused = False
         self._resume: asyncio.TimerHandle | None = None
         self._stall_until = 0.0
@@ -285,7 +285,7 @@ class Pathologies:
 
     # ---- changing
 
-    def attach_server(self, server: asyncio.AbstractServer | None) -> None:
+    def attach_server(self, server: asyncio.Server | None) -> None:
         """Called once the listener exists, so ``accept_stall`` has something to pause."""
         self._server = server
         if self.values["accept_stall"] > 0:

@@ -924,7 +924,7 @@ def _discover_tid_field(
         for at in range(start + 8, min(len(raw), start + 8 * _THREAD_SECTION_SLOTS), 8)
     ]
     candidates = sorted({v for v in slots if 0 < v <= size - 8 and v % 8 == 0})
-    blocks = []
+    blocks: list[bytes] = []
     ts = mem.read_pointer(layout.main_interp + layout.interp_threads_head_off)
     while ts and len(blocks) < 256:
         block = mem.read(ts, size)

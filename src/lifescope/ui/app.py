@@ -369,7 +369,7 @@ class LifescopeApp(App[int]):
         panes = list(self.query(Pane))
         current = self.screen.maximized
         if current in panes:
-            index = panes.index(current) + 1  # type: ignore[arg-type]
+            index = panes.index(current) + 1
             if index == len(panes):
                 self.screen.minimize()
                 return
@@ -470,7 +470,7 @@ def _source(
     if source is not None and hasattr(source, "advance"):
         return source  # type: ignore[return-value]
     if source is not None:
-        stream = source if callable(source) else iterate(source)  # type: ignore[arg-type]
+        stream = source if callable(source) else iterate(source)
         return LiveSource(pid, samples=stream, options=options)
     if player is not None:
         return ReplaySource(player)

@@ -61,7 +61,7 @@ class Column:
     """Numbers: aligned right, so digits line up."""
 
 
-class LiveTable(DataTable):  # type: ignore[type-arg]
+class LiveTable(DataTable):
     """A DataTable whose cells change at every refresh: a small render cache."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -30,7 +30,16 @@ from lifescope.analysis.report.views import (
     StallView,
     ThreadView,
 )
-from lifescope.samples import KINDS, NO_GIL, PROBES, Frame, SampleKind, Socket, SocketsSample
+from lifescope.samples import (
+    KINDS,
+    NO_GIL,
+    PROBES,
+    Frame,
+    SampleKind,
+    Socket,
+    SocketsSample,
+    ThreadStat,
+)
 from lifescope.timeline import Window
 
 PROBE_ORDER = PROBES
@@ -125,7 +134,7 @@ def _thread_views(
     clock = window.hello.clock_ticks if window.hello else 100
     target = window.hello.pid if window.hello else None
     first: dict[int, tuple[float, int]] = {}
-    last: dict[int, tuple[float, object]] = {}
+    last: dict[int, tuple[float, ThreadStat]] = {}
     for sample in window.threads:
         for thread in sample.threads:
             first.setdefault(thread.tid, (sample.t, thread.cpu_ticks))
@@ -170,16 +179,16 @@ def _thread_views(
         t_first, ticks_first = first[tid]
         cpu = None
         if t_last > t_first:
-            cpu = _ratio((thread.cpu_ticks - ticks_first) / clock, t_last - t_first)  # type: ignore[attr-defined]
-        state = conc.current_state.get(tid) or _STATE_WORDS.get(thread.state, thread.state)  # type: ignore[attr-defined]
+            cpu = _ratio((thread.cpu_ticks - ticks_first) / clock, t_last - t_first)
+        state = conc.current_state.get(tid) or _STATE_WORDS.get(thread.state, thread.state)
         has_gil_data = (gil_stats is not None or bool(window.dumps)) and not no_gil
         gil_share = gil_shares.get(tid, 0.0) if has_gil_data else None
         views.append(
             ThreadView(
                 tid=tid,
-                name=names.get(tid) or thread.name,  # type: ignore[attr-defined]
+                name=names.get(tid) or thread.name,
                 state=state,
-                syscall=syscalls.name(thread.syscall),  # type: ignore[attr-defined]
+                syscall=syscalls.name(thread.syscall),
                 cpu_share=None if cpu is None else round(cpu, 4),
                 active_share=_round(_ratio(runnable[tid], seen[tid])),
                 gil_share=_round(gil_share),
@@ -189,7 +198,7 @@ def _thread_views(
                 state_shares=tuple(conc.state_shares.get(tid, {}).items()),
                 strip=strips.get(tid, ""),
                 socket=_socket_ref(tid, conn_stats),
-                pid=thread.pid or target,  # type: ignore[attr-defined]
+                pid=thread.pid or target,
             )
         )
     views.sort(key=lambda v: (-(v.cpu_share or 0.0), v.tid))

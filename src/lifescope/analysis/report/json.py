@@ -78,7 +78,7 @@ def _keys(cls: type) -> tuple[tuple[str, bool], ...]:
 
 def view_json(view: object) -> dict[str, object]:
     """A view as a JSON object: its fields, as `SHAPES` says."""
-    cls = type(view)
+    cls: type = type(view)
     shape = SHAPES.get(cls, Shape())
     document: dict[str, object] = {}
     for name, pairs in _keys(cls):

@@ -84,10 +84,11 @@ def to_text(report: Report) -> str:
             f"  {'pid':>7} {'role':<7} {'cpu':>5} {'threads':>7} {'conns':>6} {'busy':>5} "
             f"{'fds':>6} {'rss MiB':>8}"
         )
-        for p in report.processes:
+        for proc in report.processes:
             lines.append(
-                f"  {p.pid:>7} {p.role:<7} {percent(p.cpu_share):>5} {p.threads:>7} "
-                f"{p.connections:>6} {p.busy:>5} {p.fds:>6} {p.rss_bytes / 2**20:>8.1f}"
+                f"  {proc.pid:>7} {proc.role:<7} {percent(proc.cpu_share):>5} {proc.threads:>7} "
+                f"{proc.connections:>6} {proc.busy:>5} {proc.fds:>6} "
+                f"{proc.rss_bytes / 2**20:>8.1f}"
             )
     lines += ["", "threads:"]
     # Columns as wide as their longest value: a fixed 14 cut clock_nanosleep to clock_nanoslee.
