@@ -494,7 +494,7 @@ def test_a_thread_that_served_a_request_and_exited_is_not_in_flight(python_targe
     result = report.build(timeline.window())
     assert result.layers is not None
     handlers = [f for f in result.layers.in_flight if f.layer == "L4"]
-    served = {span.tid for window in timeline.stacks for span in window.spans}
+    served = {span.tid for window in timeline.window().stacks for span in window.spans}
     assert len(served) > 8, "the clients should have been served by many threads"
     assert 1 <= len(handlers) <= 4, result.layers.in_flight
     assert largest(result) == "L4", result.layers

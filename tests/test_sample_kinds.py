@@ -16,7 +16,7 @@ from lifescope.timeline import Timeline, Window
 def test_window_has_a_field_of_each_kind() -> None:
     hints = typing.get_type_hints(Window)
     for kind in KINDS:
-        assert hints[kind.field] == tuple[kind.cls, ...], kind  # type: ignore[name-defined]
+        assert hints[kind.field] == tuple[kind.cls, ...], kind
 
 
 def test_every_kind_is_a_sample_and_buffered_once() -> None:

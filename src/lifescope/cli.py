@@ -21,6 +21,7 @@ from lifescope.options import CollectorOptions
 from lifescope.target import Target, TargetError, parse_pid, resolve
 
 if TYPE_CHECKING:
+    from lifescope.recording import Recording
     from lifescope.remote.spec import RemoteTarget
 
 
@@ -172,7 +173,7 @@ def _remote_or_none(text: str | None, args: argparse.Namespace) -> RemoteTarget 
         raise SystemExit(2) from None
 
 
-def _load_recording(path: str):  # type: ignore[no-untyped-def]
+def _load_recording(path: str) -> Recording:
     from lifescope.recording import RecordingError, load
 
     try:
@@ -446,7 +447,7 @@ def _serve_web(pid: int, port: int, stage: tuple[str, str, str]) -> int:
         f"--demo-stage {' '.join(shlex.quote(part) for part in stage)}"
     )
 
-    class WebServer(Server):  # type: ignore[misc]
+    class WebServer(Server):
         def request_exit(self) -> None:
             # textual-serve alone waits for every open browser tab to leave (up to a minute):
             # end the visitors' processes first, so their websockets close and it can stop.

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from lifescope import __version__, lifecycle, outputs, redact, stream
 from lifescope.options import DEFAULTS, PROBES, CollectorOptions
@@ -37,7 +37,7 @@ from lifescope.probes.sockets import SocketsProbe
 from lifescope.probes.tasks import TasksProbe
 from lifescope.probes.threads import ThreadsProbe
 from lifescope.probes.workers import WorkersProbe
-from lifescope.samples import CollectorCost, Hello, TargetGone
+from lifescope.samples import CollectorCost, Hello, Sample, TargetGone
 from lifescope.target import Target, TargetError, parse_pid, python_children, resolve
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ class Collector:
     def __init__(
         self,
         target: Target,
-        out: BinaryIO,
+        out: Sink,
         options: CollectorOptions = DEFAULTS,
         exporter: MetricsExporter | None = None,
     ) -> None:
@@ -100,7 +100,7 @@ class Collector:
         self.out = out
         self.options = options
         self.exporter = exporter
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=QUEUE_MAX)
+        self._queue: queue.Queue[Sample] = queue.Queue(maxsize=QUEUE_MAX)
         self.dropped = 0
         self.probes = build_probes(target, self._offer, options.probes, options.http_lines)
         self.budget = Budget(
@@ -115,7 +115,7 @@ class Collector:
     def stop(self, *_: object) -> None:
         self._stop.set()
 
-    def _offer(self, sample: object) -> None:
+    def _offer(self, sample: Sample) -> None:
         """Probes hand samples here. If the reader stalls (a slow UI, a full disk), the queue
         fills and new samples are dropped and counted — memory stays bounded and the probes
         never block on the reader."""
@@ -177,7 +177,7 @@ class Collector:
     def _write(self, line: bytes) -> None:
         self.out.write(line)
 
-    def _send(self, sample: object) -> None:
+    def _send(self, sample: Sample) -> None:
         """Every sample goes to the stream and, when serving metrics, to their timeline."""
         self._write(stream.encode(sample))
         if self.exporter is not None:
@@ -215,6 +215,14 @@ class Collector:
         )
 
 
+class Sink(Protocol):
+    """Where the stream is written: a file, a pipe, several of them (`Tee`), or nowhere."""
+
+    def write(self, data: bytes) -> int: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
 class Tee:
     """Write the stream to several files at once: the UI's pipe and a recording.
 
@@ -222,7 +230,7 @@ class Tee:
     same 100 ms cadence as the pipe, so a SIGKILL loses at most the last flush interval.
     """
 
-    def __init__(self, *outs: BinaryIO) -> None:
+    def __init__(self, *outs: Sink) -> None:
         self.outs = outs
 
     def write(self, data: bytes) -> int:
@@ -239,7 +247,7 @@ class Tee:
             _close(out)
 
 
-def _close(out: BinaryIO) -> None:
+def _close(out: Sink) -> None:
     """Close, and for a gzip recording also the file beneath it (GzipFile leaves it open)."""
     with contextlib.suppress(BrokenPipeError, ValueError, OSError):
         out.close()
@@ -312,7 +320,7 @@ def run(target: Target, options: CollectorOptions) -> int:
     # Started by a UI (attach, snapshot): die with it, even if it is SIGKILLed. Run on its own
     # (`record`, or by hand under nohup) it keeps running when its shell goes away.
     lifecycle.arm_parent_death()
-    outs: list[BinaryIO] = []
+    outs: list[Sink] = []
     try:
         if options.output is None and exporter is not None:
             outs.append(_Discard())  # metrics only: no stream to keep
@@ -324,7 +332,7 @@ def run(target: Target, options: CollectorOptions) -> int:
             outs.append(open_recording(options.record, options.force))
         if options.record_fd is not None:
             raw = os.fdopen(options.record_fd, "wb")
-            outs.append(gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6))  # type: ignore[arg-type]
+            outs.append(gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6))
     except outputs.OutputError as exc:
         print(f"lifescope: {exc}", file=sys.stderr)
         for out in outs:

@@ -46,6 +46,7 @@ from lifescope.samples import (
     GilRuns,
     Hello,
     PacketsSample,
+    Sample,
     SocketsSample,
     StacksWindow,
     ThreadsSample,
@@ -62,7 +63,7 @@ thread ids are below it, so these can never collide with a real thread of the ta
 
 GIL_HELD = "GIL held"
 
-Source = Recording | Iterable[object]
+Source = Recording | Iterable[Sample]
 
 
 # ----------------------------------------------------------------------------- gathering
@@ -85,7 +86,7 @@ class _Session:
     conc: concurrency.Concurrency | None = None
 
 
-def _samples(source: Source) -> list[object]:
+def _samples(source: Source) -> list[Sample]:
     if isinstance(source, Recording):
         return list(source.samples)
     return list(source)

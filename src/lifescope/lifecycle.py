@@ -128,7 +128,7 @@ def arm_parent_death(sig: int = signal.SIGTERM) -> None:
 # ------------------------------------------------------------------------------------- signals
 
 
-def exit_on_signals(request_exit: Callable[[int], None]) -> Callable[[], None]:
+def exit_on_signals(request_exit: Callable[[int], object]) -> Callable[[], None]:
     """Make SIGTERM, SIGHUP and SIGINT end this process and its children, whatever state its
     terminal is in. ``request_exit(code)`` starts the graceful exit (it is called from the
     signal handler, so it must only schedule work). Returns a function restoring the old

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-PROBES = ("gil", "threads", "stacks", "dump", "sockets", "packets", "tasks", "workers")
+from lifescope.samples import PROBES
+
 PROMETHEUS_WINDOW_S = 10.0
 
 

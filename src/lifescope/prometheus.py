@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from lifescope.analysis.report import ConnectionsView, Report, build
 from lifescope.demo.children import LOOPBACK_HELP, is_loopback_host
 from lifescope.export import short_command
-from lifescope.samples import HEALTHY
+from lifescope.samples import HEALTHY, Sample
 from lifescope.timeline import Timeline, Window
 
 DEFAULT_WINDOW_S = 10.0
@@ -249,7 +249,7 @@ class MetricsExporter:
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
-    def add(self, sample: object) -> None:
+    def add(self, sample: Sample) -> None:
         with self.lock:
             self.timeline.add(sample)
 

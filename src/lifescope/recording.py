@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from lifescope import stream
-from lifescope.samples import Hello
+from lifescope.samples import Hello, Sample
 
 
 class RecordingError(Exception):
@@ -24,7 +24,7 @@ class RecordingError(Exception):
 @dataclass(frozen=True, slots=True)
 class Recording:
     path: str
-    samples: tuple[object, ...]
+    samples: tuple[Sample, ...]
     hello: Hello
     start: float
     end: float
@@ -39,7 +39,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 def load(path: str) -> Recording:
     """Read a recording (gzip-compressed or plain stream). Offsets in messages count bytes
     of the decompressed stream."""
-    samples: list[object] = []
+    samples: list[Sample] = []
     problem = None
     try:
         with open(path, "rb") as raw:

@@ -12,6 +12,7 @@ end, never rename — old recordings must still decode.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Union, get_args
 
 STATUSES = ("ok", "degraded", "denied", "unavailable", "gone")
 
@@ -368,7 +369,7 @@ class LinkGap:
     ongoing: bool = False
 
 
-SAMPLE_TYPES: tuple[type, ...] = (
+Sample = Union[  # noqa: UP007 -- evaluated at import, and the collector runs on 3.8 (below)
     Hello,
     ProbeStatus,
     ThreadsSample,
@@ -383,4 +384,48 @@ SAMPLE_TYPES: tuple[type, ...] = (
     TargetGone,
     ProcessesSample,
     LinkGap,
+]
+"""Every record of the stream. A union, not `object`, so the type checker finds the place
+that forgets a kind (`Timeline.add` ends in `assert_never`). `Union`, not `|`: this module
+also runs in the collector on a host's 3.8 (`remote/compat.py`)."""
+
+SAMPLE_TYPES: tuple[type, ...] = get_args(Sample)
+
+
+@dataclass(frozen=True)
+class SampleKind:
+    """A kind of sample the timeline keeps a history of, and the probe that sends it.
+
+    The one table of such kinds: the timeline's ring buffers, the `Window` it cuts, the
+    report's probe list and the probe names `--probes` takes are all read from it.
+    """
+
+    cls: type
+    field: str
+    """Its name in `Window` (and the timeline's buffer)."""
+    probe: str | None
+    """The probe that emits it, as `--probes` and the report name it; None: the collector's
+    own (its cost)."""
+    keep: int
+    """Its ring buffer holds the timeline's `maxlen // keep` samples: fewer of the large ones."""
+    observations: str | None = None
+    """The field that counts the observations one sample aggregates (GIL reads, py-spy
+    traces, packets), for the probe's sample count; None: the sample is one."""
+    spans: bool = False
+    """The sample covers `start`..`t` (a run or a window), not the instant `t`."""
+
+
+KINDS: tuple[SampleKind, ...] = (
+    SampleKind(GilRuns, "gil_runs", "gil", 10, observations="reads", spans=True),
+    SampleKind(ThreadsSample, "threads", "threads", 1),
+    SampleKind(StacksWindow, "stacks", "stacks", 100, observations="samples", spans=True),
+    SampleKind(GilOwnership, "dumps", "dump", 10),
+    SampleKind(SocketsSample, "sockets", "sockets", 10),
+    SampleKind(PacketsSample, "packets", "packets", 10, observations="captured"),
+    SampleKind(TasksSample, "tasks", "tasks", 100),
+    SampleKind(ProcessesSample, "processes", "workers", 100),
+    SampleKind(CollectorCost, "costs", None, 10),
 )
+
+PROBES: tuple[str, ...] = tuple(k.probe for k in KINDS if k.probe is not None)
+"""Every probe, in the order the report lists them."""

@@ -19,6 +19,7 @@ from typing import IO, Any
 
 from lifescope import lifecycle, privsep, stream
 from lifescope.options import DEFAULTS, CollectorOptions
+from lifescope.samples import Sample
 from lifescope.timeline import Timeline
 
 
@@ -57,7 +58,7 @@ class CollectorProcess:
         self.pid = self.proc.pid
         lifecycle.track(self.proc)
 
-    def samples(self) -> Iterator[object]:
+    def samples(self) -> Iterator[Sample]:
         """Every sample until the collector ends; raises CollectorFailed if it never began."""
         try:
             yield from stream.read(self.stdout)

@@ -25,25 +25,43 @@ from __future__ import annotations
 import dataclasses
 import json
 import operator
+import re
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 from lifescope import samples
 
 SCHEMA = "lifescope.stream/1"
 
-_NESTED: tuple[type, ...] = (
-    samples.ThreadStat,
-    samples.Frame,
-    samples.StackSpan,
-    samples.Socket,
-    samples.PacketEvent,
-    samples.TaskAwait,
-    samples.TaskInfo,
-    samples.ProcessStat,
-)
+
+def _nested(kinds: Iterable[type]) -> tuple[type, ...]:
+    """The dataclasses samples are built of (`ThreadStat` in `ThreadsSample`, ...), found
+    through the names in their fields' annotations, innermost first, so that a new nested
+    type needs no list of its own. Read as text, not with `typing.get_type_hints`: the
+    collector writes this header on a host's 3.8, where `int | None` does not evaluate."""
+    found: dict[type, None] = {}
+
+    def visit(cls: type) -> None:
+        for field in dataclasses.fields(cls):
+            for name in re.findall(r"[A-Za-z_]\w*", str(field.type)):
+                inner = getattr(samples, name, None)
+                if (
+                    isinstance(inner, type)
+                    and dataclasses.is_dataclass(inner)
+                    and inner not in found
+                    and inner not in kinds
+                ):
+                    visit(inner)
+                    found[inner] = None
+
+    for cls in kinds:
+        visit(cls)
+    return tuple(found)
+
+
+_NESTED = _nested(samples.SAMPLE_TYPES)
 _KINDS: dict[str, type] = {cls.__name__: cls for cls in (*samples.SAMPLE_TYPES, *_NESTED)}
 
 
@@ -91,7 +109,7 @@ def _plain(value: object) -> object:
     return value
 
 
-def encode(sample: object) -> bytes:
+def encode(sample: samples.Sample) -> bytes:
     """One record line. Floats keep microsecond precision; more would only cost bytes."""
     values = [_plain(v) for v in _getter(type(sample))(sample)]
     return _dump([type(sample).__name__, *(_round(v) for v in values)])
@@ -174,7 +192,7 @@ class Decoder:
                 return lambda v: tuple(item(x) for x in v)
             convs = [self._converter(a) for a in args]
             return lambda v: tuple(c(x) for c, x in zip(convs, v, strict=False))
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             kind = hint.__name__
             resolved: list[Converter] = []
 
@@ -186,7 +204,7 @@ class Decoder:
             return nested
         return _identity
 
-    def decode(self, line: bytes) -> object | None:
+    def decode(self, line: bytes) -> samples.Sample | None:
         record = json.loads(line)
         if not isinstance(record, list) or not record or not isinstance(record[0], str):
             raise ValueError("record is not [kind, ...]")
@@ -197,7 +215,7 @@ def _identity(value: Any) -> Any:
     return value
 
 
-def read(source: IO[bytes]) -> Iterator[object]:
+def read(source: IO[bytes]) -> Iterator[samples.Sample]:
     """Yield every sample of a stream; raise StreamError where it stops making sense.
 
     Everything before a bad line has been yielded already, so a caller that catches the

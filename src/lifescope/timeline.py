@@ -7,10 +7,13 @@ bounded twice: by age (`horizon_s`) and by count (`maxlen`), whichever bites fir
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from lifescope.samples import (
+    KINDS,
     CollectorCost,
     GilInfo,
     GilOwnership,
@@ -20,6 +23,7 @@ from lifescope.samples import (
     PacketsSample,
     ProbeStatus,
     ProcessesSample,
+    Sample,
     SocketsSample,
     StacksWindow,
     TargetGone,
@@ -27,10 +31,21 @@ from lifescope.samples import (
     ThreadsSample,
 )
 
+if sys.version_info >= (3, 11):
+    from typing import assert_never
+else:
+    from typing_extensions import assert_never
+
+S = TypeVar("S")
+
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """Everything observed between `start` and `end` (collector monotonic seconds)."""
+    """Everything observed between `start` and `end` (collector monotonic seconds).
+
+    One field per kind of `samples.KINDS` (typed here, so analysis reads `window.threads` as
+    ThreadsSamples; a test checks the two agree), and the latest of the kinds that are state.
+    """
 
     start: float
     end: float
@@ -64,16 +79,10 @@ class Timeline:
         self.hello: Hello | None = None
         self.statuses: dict[str, ProbeStatus] = {}
         self.gone: TargetGone | None = None
-        self.threads: deque[ThreadsSample] = deque(maxlen=maxlen)
-        self.stacks: deque[StacksWindow] = deque(maxlen=maxlen // 100)
-        self.dumps: deque[GilOwnership] = deque(maxlen=maxlen // 10)
-        self.sockets: deque[SocketsSample] = deque(maxlen=maxlen // 10)
-        self.costs: deque[CollectorCost] = deque(maxlen=maxlen // 10)
-        self.gil_runs: deque[GilRuns] = deque(maxlen=maxlen // 10)
+        self._buffers: dict[type, deque[Any]] = {
+            kind.cls: deque(maxlen=maxlen // kind.keep) for kind in KINDS
+        }
         self.gil_info: GilInfo | None = None
-        self.tasks: deque[TasksSample] = deque(maxlen=maxlen // 100)
-        self.packets: deque[PacketsSample] = deque(maxlen=maxlen // 10)
-        self.processes: deque[ProcessesSample] = deque(maxlen=maxlen // 100)
         self.gaps: deque[LinkGap] = deque(maxlen=1000)
         """Every closed link outage of a remote session (kept whole: one per reconnection)."""
         self.link_down: LinkGap | None = None
@@ -81,36 +90,33 @@ class Timeline:
         self.last_t: float | None = None
         self.received = 0
 
-    def add(self, sample: object) -> None:
+    def buffer(self, cls: type[S]) -> deque[S]:
+        """The kept samples of one kind of `samples.KINDS`, oldest first."""
+        return self._buffers[cls]
+
+    def add(self, sample: Sample) -> None:
         self.received += 1
         if isinstance(sample, Hello):
             self.hello = sample
             return
-        t = getattr(sample, "t", None)
-        if t is not None:
-            self.first_t = t if self.first_t is None else min(self.first_t, t)
-            self.last_t = t if self.last_t is None else max(self.last_t, t)
+        t = sample.t
+        self.first_t = t if self.first_t is None else min(self.first_t, t)
+        self.last_t = t if self.last_t is None else max(self.last_t, t)
         match sample:
-            case ThreadsSample():
-                self._append(self.threads, sample)
-            case StacksWindow():
-                self._append(self.stacks, sample)
-            case GilOwnership():
-                self._append(self.dumps, sample)
-            case SocketsSample():
-                self._append(self.sockets, sample)
-            case CollectorCost():
-                self._append(self.costs, sample)
-            case GilRuns():
-                self._append(self.gil_runs, sample)
+            case (
+                ThreadsSample()
+                | StacksWindow()
+                | GilOwnership()
+                | SocketsSample()
+                | CollectorCost()
+                | GilRuns()
+                | TasksSample()
+                | PacketsSample()
+                | ProcessesSample()
+            ):
+                self._append(self._buffers[type(sample)], sample)
             case GilInfo():
                 self.gil_info = sample
-            case TasksSample():
-                self._append(self.tasks, sample)
-            case PacketsSample():
-                self._append(self.packets, sample)
-            case ProcessesSample():
-                self._append(self.processes, sample)
             case ProbeStatus():
                 self.statuses[sample.probe] = sample
             case TargetGone():
@@ -121,10 +127,12 @@ class Timeline:
                 else:
                     self.link_down = None
                     self.gaps.append(sample)
+            case _:
+                assert_never(sample)
 
-    def _append(self, buffer: deque, sample: object) -> None:  # type: ignore[type-arg]
+    def _append(self, buffer: deque[Any], sample: Any) -> None:
         buffer.append(sample)
-        oldest = sample.t - self.horizon_s  # type: ignore[attr-defined]
+        oldest = sample.t - self.horizon_s
         while buffer and buffer[0].t < oldest:
             buffer.popleft()
 
@@ -133,28 +141,23 @@ class Timeline:
         end = end if end is not None else (self.last_t or 0.0)
         first = self.first_t if self.first_t is not None else end
         start = first if seconds is None else max(first, end - seconds)
-
-        def cut(buffer: deque) -> tuple:  # type: ignore[type-arg]
-            return tuple(s for s in buffer if start <= s.t <= end)
-
-        # A stacks window is stamped at its end but covers the second before it.
-        stacks = tuple(s for s in self.stacks if s.t >= start and s.start <= end)
+        cut: dict[str, Any] = {}
+        for kind in KINDS:
+            buffer = self._buffers[kind.cls]
+            if kind.spans:
+                # A stacks window or a GIL run is stamped at its end but covers what came
+                # before it.
+                cut[kind.field] = tuple(s for s in buffer if s.t >= start and s.start <= end)
+            else:
+                cut[kind.field] = tuple(s for s in buffer if start <= s.t <= end)
         return Window(
             start=start,
             end=end,
             hello=self.hello,
             statuses=tuple(self.statuses.values()),
-            threads=cut(self.threads),
-            stacks=stacks,
-            dumps=cut(self.dumps),
-            sockets=cut(self.sockets),
-            costs=cut(self.costs),
             gone=self.gone,
-            gil_runs=tuple(r for r in self.gil_runs if r.t >= start and r.start <= end),
             gil_info=self.gil_info,
-            tasks=cut(self.tasks),
-            packets=cut(self.packets),
-            processes=cut(self.processes),
             gaps=tuple(g for g in self.gaps if g.t >= start and g.start <= end),
             link_down=self.link_down,
+            **cut,
         )

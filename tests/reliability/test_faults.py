@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Static
 
 from lifescope.analysis import report
 from lifescope.options import CollectorOptions
+from lifescope.samples import StacksWindow, ThreadsSample
 from lifescope.session import collect
 from lifescope.ui.app import LifescopeApp
 from lifescope.ui.panes import Pane
@@ -73,7 +74,7 @@ def test_a_target_that_execs_is_gone_not_misread(python_target) -> None:  # type
     assert "exec" in timeline.gone.reason and "sleep" in timeline.gone.reason, timeline.gone
     assert elapsed < 6.0, f"the collector kept going for {elapsed:.1f} s"
     assert alive(proc.pid), "the target itself is left alone"
-    before = [s for s in timeline.threads if s.t < timeline.gone.t]
+    before = [s for s in timeline.buffer(ThreadsSample) if s.t < timeline.gone.t]
     assert before, "what was seen before the exec is kept"
 
 
@@ -161,7 +162,7 @@ def test_a_stopped_pyspy_is_replaced(python_target) -> None:  # type: ignore[no-
                 os.kill(pid, signal.SIGKILL)
     assert stopped, "no py-spy child was found to stop"
     assert all(not alive(pid) for pid in stopped), "the hung py-spy must have been killed"
-    windows = [w for w in timeline.stacks if w.t > timeline.first_t + 8]  # type: ignore[operator]
+    windows = [w for w in timeline.buffer(StacksWindow) if w.t > timeline.first_t + 8]  # type: ignore[operator]
     assert windows, "stack windows must resume after the hang"
     assert timeline.statuses["stacks"].status == "ok"
 

@@ -51,7 +51,7 @@ def test_collector_soak(demo_server: DemoServer) -> None:
     finally:
         collector.stop()
         load.stop()
-    costs = list(timeline.costs)
+    costs = list(timeline.buffer(CollectorCost))
     assert costs and all(n == 0 for _, n in costs[-1].errors), costs[-1].errors
     statuses = {name: s.status for name, s in timeline.statuses.items()}
     # standby: the dump fallback (the GIL and stacks probes work) and the workers probe (the
@@ -70,7 +70,7 @@ def test_collector_soak(demo_server: DemoServer) -> None:
     cpu = [c for c in costs if c.t - costs[0].t >= WARMUP_S]
     share = (cpu[-1].cpu_s - cpu[0].cpu_s) / (cpu[-1].t - cpu[0].t)
     assert share < 0.5, f"collector used {share:.0%} of a core"
-    threads = [s for s in timeline.threads if isinstance(s, ThreadsSample)]
+    threads = [s for s in timeline.buffer(ThreadsSample) if isinstance(s, ThreadsSample)]
     assert threads and isinstance(costs[-1], CollectorCost)
     print(
         f"soak {SECONDS:.0f}s: collector RSS {after[0] / 2**20:.1f} → {after[-1] / 2**20:.1f} MiB,"
@@ -85,5 +85,5 @@ def test_timeline_memory_is_bounded_by_age() -> None:
     timeline = Timeline(horizon_s=60)
     for i in range(100 * 300):  # 300 s of a 100 Hz probe
         timeline.add(ThreadsSample(i / 100, (ThreadStat(1, "t", "S", i, 232, 3),)))
-    assert len(timeline.threads) <= 60 * 100 + 1
-    assert timeline.threads[0].t >= 300 - 60 - 0.01
+    assert len(timeline.buffer(ThreadsSample)) <= 60 * 100 + 1
+    assert timeline.buffer(ThreadsSample)[0].t >= 300 - 60 - 0.01

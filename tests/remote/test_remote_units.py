@@ -96,7 +96,7 @@ def test_timeline_marks_the_gap_and_keeps_what_it_had() -> None:
     timeline.add(_hello(10.0))
     timeline.add(CollectorCost(11.0, 0.1, 1, (), ()))
     timeline.add(LinkGap(11.0, 11.0, 1e9, "ssh exit 255", ongoing=True))
-    assert timeline.link_down is not None and len(timeline.costs) == 1
+    assert timeline.link_down is not None and len(timeline.buffer(CollectorCost)) == 1
     timeline.add(_hello(20.0))
     timeline.add(LinkGap(20.0, 11.0, 1e9, "ssh exit 255"))
     timeline.add(CollectorCost(21.0, 0.2, 1, (), ()))

@@ -10,7 +10,7 @@ stall — CPU work versus a blocking call — comes from the GIL probe.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -275,7 +275,7 @@ def loop_view(
 
 def culprit(tid: int, start: float, end: float, stacks: Sequence[StacksWindow]) -> str | None:
     """The innermost application frame that dominated `tid`'s stack samples in [start, end]."""
-    weights: Counter[str] = Counter()
+    weights: defaultdict[str, float] = defaultdict(float)
     for window in stacks:
         if window.t < start or window.start > end:
             continue
@@ -290,7 +290,7 @@ def culprit(tid: int, start: float, end: float, stacks: Sequence[StacksWindow]) 
                 weights[label(frame)] += overlap
     if not weights:
         return None
-    return weights.most_common(1)[0][0]
+    return max(weights, key=weights.__getitem__)  # the first of equals, as most_common
 
 
 def _gil_held(tid: int, start: float, end: float, history: Holds | None) -> bool | None:

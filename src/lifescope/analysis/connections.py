@@ -36,8 +36,8 @@ class Listener:
     local: str
     accept_queue: int
     backlog: int
-    half_open: int
-    overflows: int | None
+    half_open: int = 0
+    overflows: int | None = None
     """Connections this listener turned away in the window (its own `sk_drops`), or — when
     the kernel's per-socket count is unavailable — `ListenOverflows` of the whole network
     namespace, which blames every listener for any one's drops (`overflows_scope`)."""
@@ -143,6 +143,7 @@ def analyse(samples: Sequence[SocketsSample], latest_threads: ThreadsSample | No
         if s.state != "LISTEN":
             continue
         before = first_drops.get(s.local)
+        own: int | None
         if s.drops is not None and before is not None:
             own, scope = s.drops - before, "listener"
         else:

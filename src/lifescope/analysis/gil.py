@@ -9,7 +9,7 @@ between two reads looks like one long hold. That is said next to the numbers on 
 from __future__ import annotations
 
 import bisect
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -102,7 +102,8 @@ def stats(
     info: GilInfo | None,
     thread_samples: Sequence[ThreadsSample],
 ) -> GilStats:
-    held: Counter[int] = Counter()
+    held: defaultdict[int, float] = defaultdict(float)
+    """Seconds each thread held the GIL."""
     durations: list[float] = []
     for start, end, holder in history.runs:
         if holder != FREE:

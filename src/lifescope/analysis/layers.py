@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_right
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -445,7 +445,8 @@ def analyse(
     thread_pids = {t.tid: t.pid for sample in thread_samples[-3:] for t in sample.threads if t.pid}
     for window in stacks[-2:]:
         thread_pids.update(window.pids)
-    time_in: Counter[str] = Counter()
+    time_in: defaultdict[str, float] = defaultdict(float)
+    """Seconds of request time per layer."""
     in_flight: list[InFlight] = []
     for tid, parts in segments.items():
         for lo, hi, decision in parts:
@@ -479,9 +480,9 @@ def analyse(
         for task in sample.tasks:
             if task.state != "pending":
                 continue  # the running one is the loop thread's stack, counted above
-            decision = _task_decision(task, rules, middleware)
-            if decision is not None:
-                decided.append((task, decision))
+            found = _task_decision(task, rules, middleware)
+            if found is not None:
+                decided.append((task, found))
         task_layers.append((sample.t, decided))
     for i, (t, decided) in enumerate(task_layers):
         nxt = task_layers[i + 1][0] if i + 1 < len(task_layers) else end
@@ -503,13 +504,13 @@ def analyse(
     # at 10k connections every sample of a 10 s window was ~150k rows per refresh.
     stride = max(1, -(-len(socket_samples) // MAX_SOCKET_SAMPLES))
     socket_samples = socket_samples[::-1][::stride][::-1]
-    for i, sample in enumerate(socket_samples):
+    for i, sockets in enumerate(socket_samples):
         nxt = socket_samples[i + 1].t if i + 1 < len(socket_samples) else end
-        dt = max(0.0, min(nxt, end) - max(sample.t, start))
+        dt = max(0.0, min(nxt, end) - max(sockets.t, start))
         if dt <= 0:
             continue
-        layer_counts, requests, served = _socket_summary(sample)
-        middle = max(sample.t, start) + dt / 2  # the code evidence for the time it stands for
+        layer_counts, requests, served = _socket_summary(sockets)
+        middle = max(sockets.t, start) + dt / 2  # the code evidence for the time it stands for
         blocked = idle.blocked_at(middle)
         if blocked:
             layer_counts = layer_counts.copy()

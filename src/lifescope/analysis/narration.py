@@ -14,12 +14,13 @@ neither), so layer 3 is narrated only from the request-layer engine's shares, wh
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
 from lifescope.analysis.report import ConnectionView, Report, StallView, reading
+from lifescope.analysis.wording import in_prose
 
 
 class Severity(IntEnum):
@@ -197,10 +198,6 @@ def function_name(frame: str | None) -> str | None:
     return frame.split(" (", 1)[0].rsplit(".", 1)[-1] or None
 
 
-def _pct(share: float) -> str:
-    return f"{share * 100:.0f} %"
-
-
 def _gone(report: Report) -> Sentence | None:
     if report.gone is None:
         return None
@@ -227,10 +224,10 @@ def _loop_stall(report: Report, culprit: str | None = None) -> Sentence | None:
         span = min(report.window_s, RECENT_S) or 1.0
         stalled_ms = sum(s.duration_ms for s in stalls)
         share = min(1.0, stalled_ms / 1000.0 / span)
-        by_frame: Counter[str | None] = Counter()
+        by_frame: defaultdict[str | None, float] = defaultdict(float)
         for s in stalls:
             by_frame[function_name(s.frame)] += s.duration_ms
-        guilty = by_frame.most_common(1)[0][0]
+        guilty = max(by_frame, key=by_frame.__getitem__)  # the first of equals
         main = [s for s in stalls if function_name(s.frame) == guilty]
         held = [s.gil_held for s in main if s.gil_held is not None]
         where = f" in {guilty}" if guilty else ""
@@ -246,7 +243,7 @@ def _loop_stall(report: Report, culprit: str | None = None) -> Sentence | None:
         count = len(stalls)
         detail = (
             f"{count} stall{'s' if count != 1 else ''}, longest {longest:.0f} ms, "
-            f"stalled {_pct(share)} of the last {span:.0f} s"
+            f"stalled {in_prose(share)} of the last {span:.0f} s"
         )
         if ongoing:
             detail += " — stalled now"
@@ -279,10 +276,10 @@ def _loop_busy(report: Report, culprit: str | None = None) -> Sentence | None:
     critical = share >= LOOP_BUSY_CRITICAL
     tail = "requests are queueing behind it." if critical else "requests start to queue."
     return Sentence(
-        f"The event loop is busy {_pct(share)} of the time{where}: {tail}",
+        f"The event loop is busy {in_prose(share)} of the time{where}: {tail}",
         Severity.CRITICAL if critical else Severity.WARNING,
         "loop-busy",
-        detail=f"loop thread {busiest.tid} busy {_pct(share)} of the window",
+        detail=f"loop thread {busiest.tid} busy {in_prose(share)} of the window",
         score=share,
     )
 
@@ -328,7 +325,7 @@ def _gil(report: Report, culprit: str | None = None) -> Sentence | None:
     tenths = round(held_by * 10)
     often = "almost all the time" if tenths >= 10 else f"{tenths} times in 10"
     waiting = [t.name for t in report.threads if (t.waiting_gil_share or 0.0) >= GIL_WAITERS_MIN]
-    detail = f"GIL held {_pct(held)}, {waiters:.1f} threads waiting on average"
+    detail = f"GIL held {in_prose(held)}, {waiters:.1f} threads waiting on average"
     if waiting:
         detail += f" (most: {', '.join(waiting[:3])})"
     return Sentence(
@@ -409,7 +406,7 @@ def _keepalive(report: Report) -> Sentence | None:
     text = f"{idle} idle keep-alive connections each hold a file descriptor (layer 6)."
     if critical:
         text = (
-            f"{idle} idle keep-alive connections hold {_pct(fd_share or 0.0)} of the "
+            f"{idle} idle keep-alive connections hold {in_prose(fd_share or 0.0)} of the "
             "file-descriptor limit (layer 6)."
         )
     detail = f"{conn.fds} of {conn.fd_limit} descriptors open" if conn.fds is not None else ""
@@ -441,7 +438,7 @@ def _middleware(report: Report) -> Sentence | None:
         Severity.WARNING,
         "middleware",
         layer=3,
-        detail=f"{_pct(share)} of in-flight request time in layer 3, {now} requests there now",
+        detail=f"{in_prose(share)} of in-flight request time in layer 3, {now} requests there now",
         score=share,
     )
 
@@ -470,7 +467,7 @@ def _executors(report: Report, culprit: str | None = None) -> Sentence | None:
         Severity.WARNING,
         "executors",
         layer=4,
-        detail=", ".join(f"{t.name} {_pct(t.active_share or 0.0)}" for t in busy[:4]),
+        detail=", ".join(f"{t.name} {in_prose(t.active_share or 0.0)}" for t in busy[:4]),
         score=len(busy) / max(1, len(executors)),
     )
 
@@ -478,16 +475,15 @@ def _executors(report: Report, culprit: str | None = None) -> Sentence | None:
 def _calm(report: Report) -> Sentence:
     if reading(report):
         return Sentence(
-            "Reading the server: its threads' roles and any event loop show with the first "
-            "stacks.",
+            "Reading the server: its threads' roles and any event loop show with the first stacks.",
             Severity.INFO,
             "reading",
         )
     text = _CALM.get(report.model or "", "Nothing notable yet: no stall, queue or contention.")
     busy = [loop.busy_share for loop in report.loops if loop.busy_share is not None]
-    detail = f"event loop busy {_pct(max(busy))}" if busy else ""
+    detail = f"event loop busy {in_prose(max(busy))}" if busy else ""
     if report.gil.held_share is not None:
-        detail += (", " if detail else "") + f"GIL held {_pct(report.gil.held_share)}"
+        detail += (", " if detail else "") + f"GIL held {in_prose(report.gil.held_share)}"
     return Sentence(text, Severity.INFO, "calm", detail=detail)
 
 

@@ -20,18 +20,6 @@ class ProcessView:
     connections: int
     busy: int
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "pid": self.pid,
-            "role": self.role,
-            "cpu_share": self.cpu_share,
-            "rss_bytes": self.rss_bytes,
-            "threads": self.threads,
-            "fds": self.fds,
-            "connections": self.connections,
-            "busy": self.busy,
-        }
-
 
 def processes_view(samples: Sequence[ProcessesSample], clock_ticks: int) -> tuple[ProcessView, ...]:
     """The latest sample's processes (master first, then workers by pid), with each one's

@@ -16,6 +16,11 @@ responses a few bytes at a time, so responses sit in the server's send queue: la
 what an accept stall needs in order to show, layer 1). The child prints ``READY <port>`` first; on
 that loopback port it serves the same control protocol as the demo server
 (``GET /_lifescope/toggles``, ``POST /_lifescope/toggles/NAME?on=1|0|value=N``).
+
+Why one file of ~720 lines: it is a program the demo and the tests start as
+``python -m lifescope.demo.load`` under whatever interpreter runs the target (3.8 and up), and
+its steady load, its misbehaving-client modes and its control server share one event loop and
+one set of counters.
 """
 
 from __future__ import annotations
@@ -93,11 +98,11 @@ def parse_mix(spec: str | Mapping[str, float]) -> list[tuple[str, float]]:
             part = part.strip()
             if not part:
                 continue
-            key, sep, weight = part.rpartition("=")
+            key, sep, number = part.rpartition("=")
             if not sep or not key:
                 raise ValueError(f"mix entry {part!r} is not NAME=WEIGHT")
             try:
-                items.append((key.strip(), float(weight)))
+                items.append((key.strip(), float(number)))
             except ValueError:
                 raise ValueError(f"mix weight in {part!r} is not a number") from None
     else:

@@ -20,6 +20,10 @@ innermost application frame as "the guilty frame", so they have to read well on 
 
 Kept importable on older interpreters (no 3.10-only syntax at runtime) because lifescope attaches to
 targets running CPython 3.8-3.13 and the demo is the obvious thing to run under each of them.
+
+Why one file of ~700 lines: it is one program, the target itself, run under every CPython from
+3.8; its routes, the pathologies they switch and ``main`` are read together when a frame of it
+shows up on screen as "the guilty frame" (``server.py:LINE``), so they stay in one module.
 """
 
 from __future__ import annotations
@@ -227,8 +231,10 @@ def cached_payload(n: int) -> list[dict[str, object]]:
 # ------------------------------------------------------------------------------------ live toggles
 
 
-class Stage:
+class Pathologies:
     """The live toggles of one running server, and the machinery each one switches.
+
+    (Not `ui.stage.Stage`, the UI's stage keys, which switch these from outside.)
 
     Plain attributes read on every request: toggles change only from control handlers on the
     loop thread, so the loop never sees a half-applied change and no lock is needed. (The GIL
@@ -243,7 +249,7 @@ class Stage:
         self._payload: tuple[int, list[dict[str, object]]] | None = None
         self._hog: threading.Thread | None = None
         self._hog_stop = threading.Event()
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._accept_paused = False
         self._resume: asyncio.TimerHandle | None = None
         self._stall_until = 0.0
@@ -279,7 +285,7 @@ class Stage:
 
     # ---- changing
 
-    def attach_server(self, server: asyncio.AbstractServer | None) -> None:
+    def attach_server(self, server: asyncio.Server | None) -> None:
         """Called once the listener exists, so ``accept_stall`` has something to pause."""
         self._server = server
         if self.values["accept_stall"] > 0:
@@ -356,7 +362,7 @@ class Stage:
         self.values["accept_stall"] = 0.0
 
 
-STAGE_KEY: web.AppKey[Stage] = web.AppKey("stage", Stage)
+PATHOLOGIES_KEY: web.AppKey[Pathologies] = web.AppKey("pathologies", Pathologies)
 
 
 def _exempt(path: str) -> bool:
@@ -382,18 +388,18 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
 
 
 async def handle_fast(request: web.Request) -> web.Response:
-    items = int(request.app[STAGE_KEY].value("big_json"))
+    items = int(request.app[PATHOLOGIES_KEY].value("big_json"))
     if items <= 0:
         return web.json_response({"route": "fast", "ok": True})
     # big_json: the same tiny route, now paying for serialization on the loop (layer 5).
-    payload = request.app[STAGE_KEY].big_payload(items)
+    payload = request.app[PATHOLOGIES_KEY].big_payload(items)
     body = json.dumps({"route": "fast", "ok": True, "items": payload})
     return web.Response(text=body, content_type="application/json")
 
 
 async def handle_db(request: web.Request) -> web.Response:
     pool: DatabasePool = request.app[DB_POOL_KEY]
-    slow_ms = request.app[STAGE_KEY].value("slow_db")
+    slow_ms = request.app[PATHOLOGIES_KEY].value("slow_db")
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
     rows = await loop.run_in_executor(None, run_report_query, pool, slow_ms)
@@ -433,7 +439,7 @@ async def handle_toggles(request: web.Request) -> web.Response:
     refusal = control_refusal(request)
     if refusal is not None:
         return refusal
-    return web.json_response(request.app[STAGE_KEY].snapshot())
+    return web.json_response(request.app[PATHOLOGIES_KEY].snapshot())
 
 
 async def handle_set_toggle(request: web.Request) -> web.Response:
@@ -449,12 +455,12 @@ async def handle_set_toggle(request: web.Request) -> web.Response:
         value = spec.parse(request.query.get("on"), request.query.get("value"))
     except ValueError as exc:
         return web.json_response({"error": str(exc)}, status=400)
-    stage = request.app[STAGE_KEY]
+    pathologies = request.app[PATHOLOGIES_KEY]
     try:
-        stage.set(name, value)
+        pathologies.set(name, value)
     except RuntimeError as exc:
         return web.json_response({"error": str(exc)}, status=501)
-    return web.json_response(stage.snapshot())
+    return web.json_response(pathologies.snapshot())
 
 
 # ------------------------------------------------------------------------------------ middlewares
@@ -471,12 +477,12 @@ def blocking_call(seconds: float) -> None:
 @web.middleware
 async def block_loop_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every Nth request (``block_loop`` = N) blocks the whole loop before it is handled."""
-    stage = request.app[STAGE_KEY]
+    pathologies = request.app[PATHOLOGIES_KEY]
     if not _exempt(request.path):
-        stage.requests += 1
-        every = int(stage.value("block_loop"))
-        if every > 0 and stage.requests % every == 0:
-            stage.blocked += 1
+        pathologies.requests += 1
+        every = int(pathologies.value("block_loop"))
+        if every > 0 and pathologies.requests % every == 0:
+            pathologies.blocked += 1
             blocking_call(BLOCK_LOOP_SLEEP_S)
     return await handler(request)
 
@@ -485,7 +491,7 @@ async def block_loop_middleware(request: web.Request, handler: Handler) -> web.S
 async def slow_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """An L3 stall: the request is parsed but waits in middleware before any handler runs,
     like an auth or rate-limit call to another service. Reads the toggle on every request."""
-    ms = request.app[STAGE_KEY].value("slow_middleware")
+    ms = request.app[PATHOLOGIES_KEY].value("slow_middleware")
     if ms > 0 and not _exempt(request.path):
         await asyncio.sleep(ms / 1000.0)
     return await handler(request)
@@ -506,28 +512,28 @@ def make_slow_middleware(ms: int) -> Middleware:
 DB_POOL_KEY: web.AppKey[DatabasePool] = web.AppKey("db_pool", DatabasePool)
 
 
-def build_control_app(stage: Stage) -> web.Application:
+def build_control_app(pathologies: Pathologies) -> web.Application:
     """The control endpoints alone, for the out-of-band control listener.
 
     Out of band because the toggles must work when the main listener does not: during an
     accept stall a new connection to the main port waits in the very queue being demonstrated.
     """
     app = web.Application()
-    app[STAGE_KEY] = stage
+    app[PATHOLOGIES_KEY] = pathologies
     app.router.add_get(CONTROL_PATH, handle_toggles)
     app.router.add_post(CONTROL_PATH + "/{name}", handle_set_toggle)
     return app
 
 
 def build_app(
-    pool: DatabasePool, slow_middleware_ms: float = 0, stage: Stage | None = None
+    pool: DatabasePool, slow_middleware_ms: float = 0, pathologies: Pathologies | None = None
 ) -> web.Application:
-    stage = stage if stage is not None else Stage()
+    pathologies = pathologies if pathologies is not None else Pathologies()
     if slow_middleware_ms > 0:
-        stage.set("slow_middleware", float(slow_middleware_ms))
+        pathologies.set("slow_middleware", float(slow_middleware_ms))
     app = web.Application(middlewares=[block_loop_middleware, slow_middleware])
     app[DB_POOL_KEY] = pool
-    app[STAGE_KEY] = stage
+    app[PATHOLOGIES_KEY] = pathologies
     app.router.add_get("/fast", handle_fast)
     app.router.add_get("/db", handle_db)
     app.router.add_get("/block", handle_block)
@@ -649,14 +655,16 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    stage = Stage()
+    pathologies = Pathologies()
     for name, value in initial_toggles(args).items():
-        stage.set(name, value)
+        pathologies.set(name, value)
 
     # Short shutdown_timeout: SIGTERM must end the process in about a second even with keep-alive
     # clients attached or a /sleep in flight; the demo has no work worth draining.
-    runner = web.AppRunner(build_app(pool, stage=stage), access_log=None, shutdown_timeout=0.25)
-    control = web.AppRunner(build_control_app(stage), access_log=None, shutdown_timeout=0.25)
+    runner = web.AppRunner(
+        build_app(pool, pathologies=pathologies), access_log=None, shutdown_timeout=0.25
+    )
+    control = web.AppRunner(build_control_app(pathologies), access_log=None, shutdown_timeout=0.25)
     await runner.setup()
     await control.setup()
     try:
@@ -664,12 +672,12 @@ async def serve(args: argparse.Namespace) -> None:
         await site.start()
         await web.TCPSite(control, "127.0.0.1", args.control_port).start()
         # aiohttp keeps the asyncio Server private; accept_stall needs it to pause the listener.
-        stage.attach_server(getattr(site, "_server", None))
+        pathologies.attach_server(getattr(site, "_server", None))
         port = _bound_port(runner, args.port)
         print(f"READY {port} {_bound_port(control, args.control_port)}", flush=True)
         await stop.wait()
     finally:
-        stage.close()
+        pathologies.close()
         await control.cleanup()
         await runner.cleanup()
 

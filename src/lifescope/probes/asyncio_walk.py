@@ -112,6 +112,11 @@ class TaskWalk(ObjectReader):
     weak: tuple[bool, ...]
     current_tasks: int
     task_node: int
+    _failures: int
+    """Passes in a row whose task set could not be read."""
+    _codes: dict[tuple[int, ...], _Code]
+    _names: dict[tuple[int, int, int], str]
+    _lines: dict[tuple[tuple[int, ...], int], int | None]
 
     def read(self, max_tasks: int = 5000) -> tuple[list[TaskInfo], int, int]:
         """One pass over the live tasks: ``(tasks, total, errors)``.
@@ -433,8 +438,8 @@ class TaskWalk(ObjectReader):
         code &= lay.untag
         if lay.stack_pointer:  # 3.14+: a pointer past the top, not a count
             stacktop = (stacktop - address - lay.if_localsplus) // 8 if stacktop else 0
-        if state == lay.fs_suspended_yf_locked:
-            state = lay.fs_suspended_yf
+        if state == lay.fs_suspended_yf_locked and lay.fs_suspended_yf is not None:
+            state = lay.fs_suspended_yf  # 3.15, which has both
         if state == lay.fs_created:
             walk.links.append(_Link(code, -1, 0, False, "created"))
             return None

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 
 from lifescope.probes.budget import FULL, Budget
-from lifescope.samples import ProbeStatus
+from lifescope.samples import ProbeStatus, Sample
 from lifescope.target import Target
 
-Emit = Callable[[object], None]
+Emit = Callable[[Sample], None]
 
 
 class Probe(threading.Thread):
@@ -54,7 +54,7 @@ class Probe(threading.Thread):
         """Wait, waking early on stop; returns False when the probe should end."""
         return not self._stop_event.wait(max(0.0, seconds))
 
-    def emit(self, sample: object) -> None:
+    def emit(self, sample: Sample) -> None:
         self.samples += 1
         self._emit(sample)
 

@@ -30,6 +30,12 @@ holds the TID at a fixed, libc-specific offset.  We find that offset *in the tar
 offset at which every thread state's descriptor contains a distinct live TID of the process
 (our own process's libc is used only to break ties).  If no single offset fits, holders are
 reported with ``holder_tid=None`` rather than guessed.  Reading the descriptor needs no ptrace.
+
+Why this file is ~950 lines: :class:`GilReader` is one object whose attach (locate, validate,
+discover the TID field) and whose 2 kHz read share the layout, the thread-state cache and the
+rule that invalidates it; the checks in ``open`` are the reasons the read may trust its bytes.
+Spread over files, a reader of the hot path would have to hold three modules to see why a read
+is right. The per-version offsets and the ELF lookup already live apart (``offsets``, ``elf``).
 """
 
 from __future__ import annotations
@@ -918,7 +924,7 @@ def _discover_tid_field(
         for at in range(start + 8, min(len(raw), start + 8 * _THREAD_SECTION_SLOTS), 8)
     ]
     candidates = sorted({v for v in slots if 0 < v <= size - 8 and v % 8 == 0})
-    blocks = []
+    blocks: list[bytes] = []
     ts = mem.read_pointer(layout.main_interp + layout.interp_threads_head_off)
     while ts and len(blocks) < 256:
         block = mem.read(ts, size)

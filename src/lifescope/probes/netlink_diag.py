@@ -211,7 +211,7 @@ def _fast_factory() -> Callable[..., TcpSocket]:
         body.append(f"    _s{i}(o, a{i})")
     body.append("    return o")
     exec(f"def make({params}):\n" + "\n".join(body), namespace)
-    return namespace["make"]  # type: ignore[no-any-return]
+    return namespace["make"]
 
 
 make_tcp_socket: Callable[..., TcpSocket] = _fast_factory()
@@ -399,9 +399,7 @@ class SockDiag:
         sock = self._socket()
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         seq = self._seq
-        body = _REQ.pack(
-            family, socket.IPPROTO_TCP, 1 << (INET_DIAG_SKMEMINFO - 1), 0, LISTEN_ONLY
-        )
+        body = _REQ.pack(family, socket.IPPROTO_TCP, 1 << (INET_DIAG_SKMEMINFO - 1), 0, LISTEN_ONLY)
         sock.send(
             _NLH.pack(_HDR_LEN + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
             + body

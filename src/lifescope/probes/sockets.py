@@ -128,14 +128,14 @@ class SocketsProbe(Probe):
         drops = self._listen_drops() if listen_ports else {}
         sockets = []
         for row in rows:
-            fd = self._inodes.get(row.inode) if row.inode else None
-            if fd is None and row.inode in self._foreign:
+            owner = self._inodes.get(row.inode) if row.inode else None
+            if owner is None and row.inode in self._foreign:
                 continue
-            if fd is None and (row.state == "LISTEN" or row.local_port not in listen_ports):
+            if owner is None and (row.state == "LISTEN" or row.local_port not in listen_ports):
                 continue  # not the target's, and not waiting for it on its own ports
             sockets.append(
                 Socket(
-                    fd=fd,
+                    fd=owner,
                     state=row.state,
                     local=row.local,
                     peer=row.peer,

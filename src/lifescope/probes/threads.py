@@ -115,8 +115,8 @@ class ThreadsProbe(Probe):
         A worker that exited is forgotten; the attached one's exit raises."""
         pids = self._pids()
         for gone in set(self._files) - set(pids):
-            for files in self._files.pop(gone).values():
-                files.close()
+            for task_files in self._files.pop(gone).values():
+                task_files.close()
         threads = []
         for pid in pids:
             try:

@@ -20,7 +20,7 @@ import time
 from lifescope.probes import procnet
 from lifescope.probes.base import Emit, Probe
 from lifescope.probes.family import Family
-from lifescope.probes.netlink_diag import SockDiag, state_mask
+from lifescope.probes.netlink_diag import SockDiag, TcpSocket, state_mask
 from lifescope.samples import ProcessesSample, ProcessStat
 from lifescope.target import Target
 
@@ -91,7 +91,7 @@ class WorkersProbe(Probe):
             ),
         )
 
-    def _established(self, inodes: dict[int, int]) -> list:  # type: ignore[type-arg]
+    def _established(self, inodes: dict[int, int]) -> list[TcpSocket]:
         if self._diag is None:
             self._diag = SockDiag(self.target.pid)
         try:

@@ -80,7 +80,7 @@ def run(collector_argv, ready, cleanup=None):
     )
     watcher.start()
     out = _WatchedStdout(sys.stdout.buffer)
-    sys.stdout = out  # type: ignore[assignment]
+    sys.stdout = out
     stall_s = float(os.environ.get(STALL_ENV) or STALL_S)
     threading.Thread(
         target=_end_on_stall, args=(out, stall_s, cleanup), name="lifescope-stall", daemon=True

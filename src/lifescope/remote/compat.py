@@ -24,7 +24,7 @@ import sys
 NEEDED = sys.version_info < (3, 10)
 
 
-def _add_slots(cls):  # type: ignore[no-untyped-def]
+def _add_slots(cls):
     """What 3.10's ``dataclass(slots=True)`` does: the same class rebuilt with ``__slots__``.
     Kept, not dropped, because the netlink reader builds rows through the slot descriptors."""
     names = tuple(f.name for f in dataclasses.fields(cls))
@@ -45,37 +45,37 @@ def install() -> None:
 
     original_dataclass = dataclasses.dataclass
 
-    def dataclass(cls=None, **kwargs):  # type: ignore[no-untyped-def]
+    def dataclass(cls=None, **kwargs):
         slots = kwargs.pop("slots", False)
 
-        def wrap(cls):  # type: ignore[no-untyped-def]
+        def wrap(cls):
             made = original_dataclass(cls, **kwargs)
             return _add_slots(made) if slots else made
 
         return wrap if cls is None else wrap(cls)
 
-    dataclasses.dataclass = dataclass  # type: ignore[assignment]
+    dataclasses.dataclass = dataclass
 
     original_zip = builtins.zip
 
-    def zip_(*iterables, strict=False):  # type: ignore[no-untyped-def]
+    def zip_(*iterables, strict=False):
         return original_zip(*iterables)
 
-    builtins.zip = zip_  # type: ignore[assignment]
+    builtins.zip = zip_  # type: ignore[misc, assignment]  # typeshed has zip as a class; replaced on 3.8-3.9 only
 
     if not hasattr(functools, "cache"):
-        functools.cache = functools.lru_cache(maxsize=None)  # type: ignore[attr-defined]
+        functools.cache = functools.lru_cache(maxsize=None)
 
     if not hasattr(importlib.resources, "files"):
 
-        def files(package):  # type: ignore[no-untyped-def]
+        def files(package):
             name = package if isinstance(package, str) else package.__name__
             module = sys.modules.get(name) or __import__(name, fromlist=["_"])
             return pathlib.Path(module.__file__).parent
 
-        importlib.resources.files = files  # type: ignore[attr-defined]
+        importlib.resources.files = files
 
-    # `Emit = Callable[[object], None]` at module level: 3.9 made these subscriptable.
+    # `Emit = Callable[[Sample], None]` at module level: 3.9 made these subscriptable.
     for name in ("Callable", "Iterable", "Iterator", "Sequence", "Mapping", "MutableMapping",
                  "Generator", "Awaitable", "Coroutine", "AsyncIterator", "Set", "MutableSet",
                  "MutableSequence", "Collection", "Container", "Hashable", "Sized", "Reversible",
@@ -83,4 +83,4 @@ def install() -> None:
                  "AsyncGenerator"):  # fmt: skip
         cls = getattr(collections.abc, name, None)
         if cls is not None and "__class_getitem__" not in vars(cls):
-            cls.__class_getitem__ = classmethod(lambda cls, item: cls)  # type: ignore[attr-defined]
+            cls.__class_getitem__ = classmethod(lambda cls, item: cls)

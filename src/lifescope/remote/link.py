@@ -27,7 +27,7 @@ from lifescope import __version__, lifecycle, stream
 from lifescope.options import CollectorOptions
 from lifescope.remote import bundle, transport
 from lifescope.remote.spec import RemoteTarget
-from lifescope.samples import Hello, LinkGap, TargetGone
+from lifescope.samples import Hello, LinkGap, Sample, TargetGone
 from lifescope.session import CollectorFailed
 from lifescope.timeline import Timeline
 
@@ -140,7 +140,7 @@ class RemoteCollector:
 
     # --------------------------------------------------------------------------------- stream
 
-    def samples(self) -> Iterator[object]:
+    def samples(self) -> Iterator[Sample]:
         """Every sample until the stream ends; CollectorFailed if it never began."""
         assert self.proc.stdout is not None
         self.connect()
@@ -215,7 +215,7 @@ class _Recorder:
         self.out.write(stream.header_line())
         self._next_flush = 0.0
 
-    def write(self, sample: object, flush: bool = False) -> None:
+    def write(self, sample: Sample, flush: bool = False) -> None:
         self.out.write(stream.encode(sample))
         now = time.monotonic()
         if flush or now >= self._next_flush:
@@ -264,7 +264,7 @@ class RemoteSession:
         if current is not None:
             current.stop()
 
-    def samples(self) -> Iterator[object]:
+    def samples(self) -> Iterator[Sample]:
         try:
             for sample in self._samples():
                 if self._recorder is not None:
@@ -282,7 +282,7 @@ class RemoteSession:
         left = max(0.1, self._deadline - time.monotonic())
         return dataclasses.replace(self.options, seconds=left)
 
-    def _samples(self) -> Iterator[object]:
+    def _samples(self) -> Iterator[Sample]:
         last_t: float | None = None
         down: LinkGap | None = None
         while not self._stopped.is_set():

@@ -37,6 +37,7 @@ from lifescope.analysis import report as analysis
 from lifescope.analysis.processes import ProcessView
 from lifescope.options import DEFAULTS, CollectorOptions
 from lifescope.replay import Player
+from lifescope.samples import Sample
 from lifescope.timeline import Timeline, Window
 from lifescope.ui import header
 from lifescope.ui.fit import wrap_words
@@ -89,7 +90,7 @@ class LifescopeApp(App[int]):
         self,
         pid: int | None = None,
         *,
-        source: Source | SampleStream | Iterable[object] | None = None,
+        source: Source | SampleStream | Iterable[Sample] | None = None,
         title_hint: str = "",
         clock: Callable[[], float] = time.time,
         player: Player | None = None,
@@ -368,7 +369,7 @@ class LifescopeApp(App[int]):
         panes = list(self.query(Pane))
         current = self.screen.maximized
         if current in panes:
-            index = panes.index(current) + 1  # type: ignore[arg-type]
+            index = panes.index(current) + 1
             if index == len(panes):
                 self.screen.minimize()
                 return
@@ -461,7 +462,7 @@ class LifescopeApp(App[int]):
 
 def _source(
     pid: int | None,
-    source: Source | SampleStream | Iterable[object] | None,
+    source: Source | SampleStream | Iterable[Sample] | None,
     player: Player | None,
     options: CollectorOptions,
     remote: RemoteSession | None,
@@ -469,7 +470,7 @@ def _source(
     if source is not None and hasattr(source, "advance"):
         return source  # type: ignore[return-value]
     if source is not None:
-        stream = source if callable(source) else iterate(source)  # type: ignore[arg-type]
+        stream = source if callable(source) else iterate(source)
         return LiveSource(pid, samples=stream, options=options)
     if player is not None:
         return ReplaySource(player)

@@ -18,6 +18,7 @@ from dataclasses import replace
 from rich.text import Text
 
 from lifescope.analysis import report as analysis
+from lifescope.analysis.wording import percent
 from lifescope.samples import HEALTHY, Hello
 from lifescope.ui.fit import Part, fit_line, part
 from lifescope.ui.source import State
@@ -76,7 +77,7 @@ def _first(
 
 def _cost(report: analysis.Report, dropped: int) -> list[Part]:
     cost = report.cost
-    parts = [part(f" cost: cpu {_share(cost.cpu_share)} of a core", "dim", sep="")]
+    parts = [part(f" cost: cpu {percent(cost.cpu_share, 1)} of a core", "dim", sep="")]
     if cost.rate_scale < 1:
         parts.append(part(analysis.shedding_note(cost, short=True), "bold yellow"))
     parts.append(part(f"errors {cost.errors}", "bold red" if cost.errors else "dim"))
@@ -86,7 +87,7 @@ def _cost(report: analysis.Report, dropped: int) -> list[Part]:
     if workers:
         cpu = sum(p.cpu_share or 0.0 for p in workers)
         conns = sum(p.connections for p in workers)
-        parts.append(part(f"{len(workers)} workers: cpu {_share(cpu)}, {conns} conns (w)",
+        parts.append(part(f"{len(workers)} workers: cpu {percent(cpu, 1)}, {conns} conns (w)",
                           "cyan", priority=1))  # fmt: skip
     parts.append(part(f"rss {_mib(cost.rss_bytes)}", "dim", priority=2))
     rates = _rates(report.probes)
@@ -112,10 +113,6 @@ def rate(hz: float) -> str:
     """An achieved rate as read: whole numbers from 10/s, one decimal below (the sockets
     probe at 1.4/s and the tasks probe at 0.8/s read "0/s" when rounded)."""
     return f"{hz:.0f}/s" if hz >= 10 or hz == 0 else f"{hz:.1f}/s"
-
-
-def _share(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.1f}%"
 
 
 def _mib(value: int | None) -> str:

@@ -19,9 +19,10 @@ from textual.widgets import Sparkline, Static
 from lifescope.analysis.narration import function_name
 from lifescope.analysis.packets import PacketsView
 from lifescope.analysis.report import ProbeView, Report, ThreadView, reading
+from lifescope.analysis.wording import GIL_WORDS, percent
 from lifescope.samples import HEALTHY
 from lifescope.ui.fit import Part, pack, part
-from lifescope.ui.tables import Column, FittedTable, bar, pct
+from lifescope.ui.tables import Column, FittedTable, bar
 
 MAX_ROWS = 50
 """Tables show the top rows only; the summary line counts the rest."""
@@ -329,12 +330,12 @@ def _loop_parts(report: Report, width: int) -> list[Part]:
         parts.append(part(report.model if narrow else f"model: {report.model}", "bold"))
     for loop in report.loops:
         busy = loop.busy_share
-        parts.append(part(f"loop busy {pct(busy)}", "bold red" if (busy or 0) > 0.8 else ""))
+        parts.append(part(f"loop busy {percent(busy)}", "bold red" if (busy or 0) > 0.8 else ""))
         stalls = loop.stalls
         word = "stalls" if narrow else "stalls ≥100ms"
         parts.append(part(f"{len(stalls)} {word}", "red" if stalls else "dim"))
         for rank, stall in enumerate(stalls[-2:][::-1]):
-            gil = {True: "GIL held", False: "GIL free", None: "GIL ?"}[stall.gil_held]
+            gil = GIL_WORDS[stall.gil_held]
             more = "+" if stall.ongoing else ""
             frame = (function_name(stall.frame) if narrow else stall.frame) or "?"
             head = f"stall {stall.duration_ms:.0f}ms{more} {frame}"
@@ -386,7 +387,7 @@ class ThreadsPane(Pane):
                     "role": _ROLE_SHORT.get(t.role, t.role),
                     "doing": _doing(t, narrow),
                     "strip": _strip(t),
-                    "cpu": pct(t.cpu_share),
+                    "cpu": percent(t.cpu_share),
                 }
                 for t in report.threads[:MAX_ROWS]
             }
@@ -474,7 +475,7 @@ class GilPane(Pane):
                 str(t.tid): {
                     "name": _thread_label(t),
                     "share": bar(t.gil_share, width),
-                    "wait": pct(t.waiting_gil_share),
+                    "wait": percent(t.waiting_gil_share),
                 }
                 for t in holders[:MAX_ROWS]
                 if t.gil_share is not None

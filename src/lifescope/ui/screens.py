@@ -19,6 +19,7 @@ from lifescope.analysis import report as analysis
 from lifescope.analysis.frames import kind as frame_kind
 from lifescope.analysis.frames import label
 from lifescope.analysis.processes import ProcessView
+from lifescope.analysis.wording import percent
 from lifescope.samples import Frame
 from lifescope.ui.panes import LAYER_NAMES
 from lifescope.ui.tables import bar
@@ -117,7 +118,7 @@ class LargeScreen(ModalScreen[None]):
             headline.append(f"\n{extra.text}", style="")
         self.query_one("#large-headline", Static).update(headline)
         held = report.gil.held_share
-        self.query_one("#large-gil", Digits).update("—" if held is None else f"{held * 100:.0f}")
+        self.query_one("#large-gil", Digits).update(percent(held, unit=""))
         stalls = sum(len(loop.stalls) for loop in report.loops)
         self.query_one("#large-stalls", Digits).update(str(stalls))
         queue = sum(lv.accept_queue for lv in report.connections.listen)
@@ -162,7 +163,7 @@ class WorkerScreen(ModalScreen[int | None]):
                 numbers = ("—",) * 5
                 if p is not None:
                     numbers = (
-                        _share(p.cpu_share),
+                        percent(p.cpu_share, 1),
                         str(p.threads),
                         str(p.connections),
                         str(p.busy),
@@ -191,10 +192,6 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help"):
             yield Static(HELP.format(window=WINDOW_S), id="help-text")
-
-
-def _share(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.1f}%"
 
 
 def _mib(value: int | None) -> str:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from lifescope.options import DEFAULTS, CollectorOptions
 from lifescope.replay import Player
+from lifescope.samples import Sample
 from lifescope.session import CollectorFailed, CollectorProcess
 from lifescope.timeline import Timeline
 
@@ -34,7 +35,7 @@ minute until the horizon bit (bench/soak_ui.py)."""
 QUEUE_MAX = 50_000
 """Decoded samples waiting for the UI thread; beyond this they are counted and dropped."""
 
-SampleStream = Callable[[], Iterable[object]]
+SampleStream = Callable[[], Iterable[Sample]]
 """What a live source reads: a function returning the samples, in order, until they end."""
 
 
@@ -123,7 +124,7 @@ class LiveSource:
         self.timeline = Timeline(horizon_s=LIVE_HORIZON_S)
         self.failure: str | None = None
         self.dropped = 0
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=QUEUE_MAX)
+        self._queue: queue.Queue[Sample] = queue.Queue(maxsize=QUEUE_MAX)
         self._reader: threading.Thread | None = None
         self._ended = threading.Event()
 
@@ -285,10 +286,10 @@ class ReplaySource:
         """A recording holds nothing open."""
 
 
-def iterate(samples: Iterable[object]) -> SampleStream:
+def iterate(samples: Iterable[Sample]) -> SampleStream:
     """A fixed list of samples as a live stream (tests: edge states without a process)."""
 
-    def read() -> Iterator[object]:
+    def read() -> Iterator[Sample]:
         yield from samples
 
     return read

@@ -24,6 +24,7 @@ from textual.cache import LRUCache
 from textual.widget import Widget
 from textual.widgets import DataTable
 
+from lifescope.analysis.wording import percent
 from lifescope.ui.fit import crop
 
 Cell = str | Text
@@ -60,7 +61,7 @@ class Column:
     """Numbers: aligned right, so digits line up."""
 
 
-class LiveTable(DataTable):  # type: ignore[type-arg]
+class LiveTable(DataTable):
     """A DataTable whose cells change at every refresh: a small render cache."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -284,9 +285,5 @@ def bar(share: float | None, width: int = 10) -> Text:
     body = ("█" * full + partial).ljust(width)
     style = "red" if share >= 0.8 else ("yellow" if share >= 0.5 else "green")
     text = Text(body, style=style)
-    text.append(f" {share * 100:3.0f}%", style="bold")
+    text.append(" " + percent(share, width=3), style="bold")
     return text
-
-
-def pct(share: float | None) -> str:
-    return "—" if share is None else f"{share * 100:.0f}%"
