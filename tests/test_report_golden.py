@@ -77,3 +77,23 @@ if __name__ == "__main__":
         as_json, as_text = render(case)
         (GOLDEN / f"{case}.json").write_text(as_json)
         (GOLDEN / f"{case}.txt").write_text(as_text)
+
+
+def test_a_stall_cut_by_the_first_stack_sample_says_so() -> None:
+    """A stall under way when the loop thread's first stack sample was taken (the start of a
+    recording, or of the stack windows a window holds) is shown as 'at least' its visible
+    part; a stall seen whole is not, and has the same length in every window that holds it."""
+    player = Player(load(str(FIXTURE)))
+    player.seek(player.end)
+    whole = report.build(player.timeline.window(None))
+    late = report.build(player.timeline.window(player.end - player.start - 1.5))
+    for result in (whole, late):
+        stalls = result.loops[0].stalls
+        assert stalls[0].cut_start and not any(s.cut_start for s in stalls[1:]), stalls[:2]
+    shift = whole.window_s - late.window_s
+    for stall in late.loops[0].stalls[1:]:
+        same = [
+            s for s in whole.loops[0].stalls
+            if s.frame == stall.frame and abs(s.start_s - (stall.start_s + shift)) < 0.01
+        ]  # fmt: skip
+        assert [s.duration_ms for s in same] == [stall.duration_ms], (stall, same)

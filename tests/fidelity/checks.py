@@ -80,7 +80,12 @@ def _complete_stalls(m: Measurement) -> tuple[list[float], list[float]]:
     for loop in m.snapshot.get("event_loops", []):
         for stall in loop.get("stalls", []):
             start, ms = float(stall["start_s"]), float(stall["duration_ms"])
-            cut = stall.get("ongoing") or start < EDGE_S or start + ms / 1000 > window - EDGE_S
+            cut = (
+                stall.get("ongoing")
+                or stall.get("cut_start")  # lifescope says so itself since the stall began
+                or start < EDGE_S
+                or start + ms / 1000 > window - EDGE_S
+            )
             (edge if cut else judged).append(ms)
     return judged, edge
 

@@ -109,6 +109,9 @@ class Stall:
     gil_held: bool | None
     ongoing: bool = False
     """Still stalled at the end of the window: the duration so far, not the final one."""
+    cut_start: bool = False
+    """Already stalled at the loop thread's first stack sample of the window: the duration
+    seen, not the whole (a live window slides over the middle of stalls all the time)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +256,10 @@ def loop_view(
         if _busy(thread):
             busy_time += t1 - t0
     last_t = stacks[-1].t if stacks else None
+    first_t = min(
+        (span.start for window in stacks for span in window.spans if span.tid == tid),
+        default=None,
+    )
     stalls = [
         Stall(
             start,
@@ -260,6 +267,7 @@ def loop_view(
             text,
             _gil_held(tid, start, end, history),
             ongoing=last_t is not None and end >= last_t - 0.02,
+            cut_start=first_t is not None and start <= first_t + 0.02,
         )
         for start, end, key, text in _callback_segments(tid, stacks, boundaries)
         if key is not None and end - start >= threshold_s

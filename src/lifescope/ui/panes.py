@@ -336,7 +336,7 @@ def _loop_parts(report: Report, width: int) -> list[Part]:
         parts.append(part(f"{len(stalls)} {word}", "red" if stalls else "dim"))
         for rank, stall in enumerate(stalls[-2:][::-1]):
             gil = GIL_WORDS[stall.gil_held]
-            more = "+" if stall.ongoing else ""
+            more = "+" if stall.ongoing or stall.cut_start else ""  # at least this long
             frame = (function_name(stall.frame) if narrow else stall.frame) or "?"
             head = f"stall {stall.duration_ms:.0f}ms{more} {frame}"
             words = f"{head}, {gil}" if narrow else f"{head} ({gil})"

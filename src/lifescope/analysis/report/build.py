@@ -434,6 +434,7 @@ def build(window: Window, rules: tuple[layer_rules.Rule, ...] | None = None) -> 
                     st.frame,
                     st.gil_held,
                     st.ongoing,
+                    st.cut_start,
                 )
                 for st in loop.stalls
             ),

@@ -74,8 +74,9 @@ def to_text(report: Report) -> str:
         )
         for stall in shown:
             gil_word = GIL_WORDS[stall.gil_held]
+            at_least = "≥" if stall.ongoing or stall.cut_start else ""  # cut by the window
             lines.append(
-                f"  +{stall.start_s:.1f}s {stall.duration_ms:.0f} ms "
+                f"  +{stall.start_s:.1f}s {at_least}{stall.duration_ms:.0f} ms "
                 f"{stall.frame or '?'} ({gil_word})"
             )
     if report.processes:

@@ -131,6 +131,8 @@ class StallView:
     frame: str | None
     gil_held: bool | None
     ongoing: bool = False
+    cut_start: bool = False
+    """Began before the window's first stack sample: at least this long."""
 
 
 @dataclass(frozen=True, slots=True)
