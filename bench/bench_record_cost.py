@@ -229,6 +229,12 @@ def main() -> int:
     parser.add_argument("--anchors", action="store_true", help="py-spy record on the target")
     parser.add_argument("--py315", action="store_true", help="also a 3.15 target + its sampler")
     parser.add_argument("--no-defaults", action="store_true", help="per-probe/anchors only")
+    parser.add_argument(
+        "--full-rate",
+        action="store_true",
+        help="the defaults run with --full-rate too (load shedding off: on a busy shared "
+        "machine shedding may quarter the rates and hide what the probes cost)",
+    )
     parser.add_argument("--skip-self", action="store_true", help="only --base (and anchors)")
     args = parser.parse_args()
     if args.quick:
@@ -256,6 +262,12 @@ def main() -> int:
                 tools.update(anchors(target, args.seconds, version == "3.15", tmp.name))
             if not args.no_defaults or version == "3.15":
                 section["defaults"] = measure(tools, args.rounds, keep)
+            if args.full_rate and version == "3.11":
+                ftools = tools_for(
+                    target, args.seconds, args.base, args.skip_self, out, ["--full-rate"]
+                )
+                print(" defaults --full-rate", flush=True)
+                section["full_rate"] = measure(ftools, args.rounds, keep)
             if args.per_probe and version == "3.11":
                 per: dict[str, Any] = {}
                 for probe in args.per_probe.split(","):
@@ -278,6 +290,8 @@ def main() -> int:
         section = result[version]
         for name, v in section.get("defaults", {}).items():
             print(f"  {version} {name:16} {h.fmt_spread(v['share'], 100, 1)}")
+        for name, v in section.get("full_rate", {}).items():
+            print(f"  {version} {name:16} --full-rate {h.fmt_spread(v['share'], 100, 1)}")
         for probe, tools_ in section.get("per_probe", {}).items():
             cells = "  ".join(f"{n} {h.fmt_spread(v['share'], 100, 1)}" for n, v in tools_.items())
             print(f"  {version} probe {probe:8} {cells}")
