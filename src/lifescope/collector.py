@@ -50,13 +50,17 @@ FLUSH_EVERY_S = 0.1
 
 
 def build_probes(
-    target: Target, emit: Emit, names: Sequence[str], http_lines: bool = False
+    target: Target,
+    emit: Emit,
+    names: Sequence[str],
+    http_lines: bool = False,
+    stacks_run: float = 1.0,
 ) -> list[Probe]:
     family = Family(target)  # a pre-fork master's workers are read as part of it
     factories = {
         "gil": lambda: GilProbe(target, emit),
         "threads": lambda: ThreadsProbe(target, emit, family=family),
-        "stacks": lambda: StacksProbe(target, emit, family=family),
+        "stacks": lambda: StacksProbe(target, emit, family=family, run_s=stacks_run),
         "dump": lambda: DumpProbe(target, emit),
         "sockets": lambda: SocketsProbe(target, emit, family=family),
         "packets": lambda: PacketsProbe(target, emit, http_lines=http_lines),
@@ -102,7 +106,9 @@ class Collector:
         self.exporter = exporter
         self._queue: queue.Queue[object] = queue.Queue(maxsize=QUEUE_MAX)
         self.dropped = 0
-        self.probes = build_probes(target, self._offer, options.probes, options.http_lines)
+        self.probes = build_probes(
+            target, self._offer, options.probes, options.http_lines, options.stacks_run
+        )
         self.budget = Budget(
             enabled=not options.full_rate,
             pid=target.pid,
