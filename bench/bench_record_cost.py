@@ -91,15 +91,25 @@ def free_port() -> int:
 class Target:
     """The busy-thread aiohttp server on `python` (a host interpreter or a 3.15 wrapper)."""
 
-    def __init__(self, python: str) -> None:
+    def __init__(self, python: str | None) -> None:
+        """``python`` None: Debian's 3.15, chrooted in a mount namespace of its own where
+        /proc is bind-mounted into the root, so that 3.15's sampler, entering that namespace
+        (``nsenter -m``), sees the target's files at the paths its /proc/PID/maps names."""
         self.dir = tempfile.TemporaryDirectory(prefix="lifescope-bench-")
         script = Path(self.dir.name) / "busy_server.py"
         script.write_text(TARGET)
         self.port = free_port()
+        if python is None:
+            root = DEBIAN_315 / "root"
+            (root / "app" / "lifescope-bench-busy.py").write_text(TARGET)
+            argv = ["unshare", "-m", "sh", "-c",
+                    f"mount --bind /proc {root}/proc && exec chroot {root} /usr/bin/python3.15 "
+                    f"/app/lifescope-bench-busy.py {self.port}"]  # fmt: skip
+            env = {**os.environ, "PYTHONPATH": "/site", "LC_ALL": "C"}
+        else:
+            argv, env = [python, str(script), str(self.port)], None
         self.proc = subprocess.Popen(
-            [python, str(script), str(self.port)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env
         )
         self.pid = self.proc.pid
         deadline = time.monotonic() + 30
@@ -188,7 +198,8 @@ def anchors(target: Target, seconds: float, py315: bool, tmp: str) -> dict[str, 
     }  # fmt: skip
     if py315:
         out["cpython-sampler"] = (
-            ["chroot", str(DEBIAN_315 / "root"), "/usr/bin/python3.15", "-m", "profiling.sampling",
+            ["nsenter", "-t", str(target.pid), "-m", "chroot", str(DEBIAN_315 / "root"),
+             "/usr/bin/python3.15", "-m", "profiling.sampling",
              "attach", "-a", "-d", f"{max(1, round(seconds))}", "--collapsed",
              "-o", "/tmp/lifescope-bench-sampler.txt", str(target.pid)],
             {"LC_ALL": "C", "LANG": "C"},
@@ -249,7 +260,7 @@ def main() -> int:
     out = os.path.join(tmp.name, "rec.gz")
     targets = [("3.11", Target(sys.executable))]
     if args.py315:
-        targets.append(("3.15", Target(str(DEBIAN_315 / "python3.15"))))
+        targets.append(("3.15", Target(None)))
     keep = {t.pid for _, t in targets}
     try:
         for version, target in targets:
