@@ -24,6 +24,10 @@ Tools, interleaved round by round so a noisy neighbour hits them alike (the mach
 Per probe (``--per-probe``): ``--probes X --full-rate`` for ``--probe-seconds`` each, the
 same way, for this checkout and ``--base``.
 
+Both trees are byte-compiled first, as ``pip install .`` leaves an installed package (this
+machine sets ``PYTHONDONTWRITEBYTECODE=1``: an uncompiled tree costs ~0.5 s more CPU at every
+start); ``--no-compile`` skips that.
+
 Results go to ``bench/results/record_cost.json``; numbers are median (min–max) of the rounds.
 ``--quick`` (one 3 s round, no per-probe) only asserts that numbers came out.
 """
@@ -31,6 +35,7 @@ Results go to ``bench/results/record_cost.json``; numbers are median (min–max)
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import ctypes
 import json
@@ -246,11 +251,25 @@ def main() -> int:
         help="the defaults run with --full-rate too (load shedding off: on a busy shared "
         "machine shedding may quarter the rates and hide what the probes cost)",
     )
+    parser.add_argument(
+        "--no-compile", action="store_true", help="leave the trees without .pyc files"
+    )
     parser.add_argument("--skip-self", action="store_true", help="only --base (and anchors)")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds, args.per_probe, args.py315 = 1, 3.0, "", False
     subreaper()
+    if not args.no_compile:
+        # `pip install .` compiles every module at install time; this machine sets
+        # PYTHONDONTWRITEBYTECODE=1, so an editable tree would recompile ~100 modules at each
+        # start (0.5 s of CPU) — measure both trees as installed ones instead.
+        import lifescope
+
+        trees = [Path(lifescope.__file__).parent]
+        if args.base:
+            trees.append(Path(args.base) / "lifescope")
+        for tree in trees:
+            compileall.compile_dir(str(tree), quiet=1, legacy=False, force=False)
     result: dict[str, Any] = {
         "method": __doc__,
         "params": vars(args),
