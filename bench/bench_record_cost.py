@@ -277,12 +277,16 @@ def main() -> int:
     }
     tmp = tempfile.TemporaryDirectory(prefix="lifescope-bench-")
     out = os.path.join(tmp.name, "rec.gz")
-    targets = [("3.11", Target(sys.executable))]
-    if args.py315:
-        targets.append(("3.15", Target(None)))
-    keep = {t.pid for _, t in targets}
+    versions = ["3.11", "3.15"] if args.py315 else ["3.11"]
+    targets: list[tuple[str, Target]] = []
     try:
-        for version, target in targets:
+        for version in versions:
+            # One target at a time: each keeps a core busy, and two would saturate this machine.
+            for _, old in targets:
+                old.stop()
+            target = Target(sys.executable if version == "3.11" else None)
+            targets.append((version, target))
+            keep = {target.pid}
             print(f"target CPython {version}, pid {target.pid}", flush=True)
             section: dict[str, Any] = {}
             tools = tools_for(target, args.seconds, args.base, args.skip_self, out, [])
@@ -316,7 +320,7 @@ def main() -> int:
     result["loadavg_after"] = h.loadavg()
     print(f"\nown CPU, % of a core, median (min–max); load {result['loadavg_before']} → "
           f"{result['loadavg_after']}")  # fmt: skip
-    for version, _ in targets:
+    for version in versions:
         section = result[version]
         for name, v in section.get("defaults", {}).items():
             print(f"  {version} {name:16} {h.fmt_spread(v['share'], 100, 1)}")
@@ -328,7 +332,7 @@ def main() -> int:
     h.RESULTS.mkdir(exist_ok=True)
     name = "record_cost_quick.json" if args.quick else "record_cost.json"
     (h.RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
-    for version, _ in targets:
+    for version in versions:
         for v in result[version].get("defaults", {}).values():
             assert (
                 v["share"]["median"] is not None
