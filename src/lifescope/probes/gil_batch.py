@@ -36,7 +36,7 @@ except ImportError:  # not built here: no compiler at install time, or another P
 NATIVE = _sampler is not None and os.environ.get("LIFESCOPE_NATIVE", "1") != "0"
 """Use the compiled loop; ``LIFESCOPE_NATIVE=0`` forces the Python one (to compare them)."""
 SLOW_NOTE = (
-    "pure-Python GIL loop (the compiled helper was not built at install): ~4× its CPU; "
+    "pure-Python GIL loop (the compiled helper was not built at install): ~2× its CPU; "
     "reinstall with a C compiler and Python headers"
 )
 
