@@ -22,10 +22,10 @@ import errno
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from lifescope.probes.gil_reader import BatchLayout, GilReader
-from lifescope.probes.memory import MemoryReadError, PreparedRead
+from lifescope.probes.memory import PreparedRead
 from lifescope.probes.memory import _error as memory_error
 
 try:
@@ -40,8 +40,9 @@ SLOW_NOTE = (
     "reinstall with a C compiler and Python headers"
 )
 
-Change = tuple[float, float, bytes]
-"""(time of the read before, time of this read, its bytes): a read unlike the one before."""
+if TYPE_CHECKING:  # a runtime `tuple[...]` would fail on the 3.8 hosts ssh:// bundles run on
+    Change = tuple[float, float, bytes]
+    """(time of the read before, time of this read, its bytes): a read unlike the one before."""
 
 
 @dataclass
@@ -148,6 +149,3 @@ def batcher_for(reader: GilReader, native: bool = NATIVE) -> Batcher:
     if native and _sampler is not None and len(layout.regions) <= 8 and layout.size <= 256:
         return native_batch(layout, reader.pid)
     return python_batch(PreparedRead(reader.pid, layout.regions), layout, reader.pid)
-
-
-__all__ = ["NATIVE", "SLOW_NOTE", "Batcher", "Change", "MemoryReadError", "Pace", "batcher_for"]
