@@ -25,6 +25,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ("bench_ui.py", "ui.json"),
         ("bench_compare.py", "compare.json"),
         ("bench_remote.py", "remote.json"),
+        ("bench_record_cost.py", "record_cost_quick.json"),
     ],
 )
 def test_quick_benchmark_runs(script: str, result: str) -> None:

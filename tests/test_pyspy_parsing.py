@@ -14,9 +14,10 @@ from lifescope.probes.pyspy import (
     classify_failure,
     parse_chrometrace,
     parse_dump,
+    split_window,
     stacks_rate_for,
 )
-from lifescope.samples import Frame
+from lifescope.samples import Frame, StackSpan, StacksWindow
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -123,3 +124,35 @@ def test_chrometrace_parser_never_crashes_on_odd_input(events: list[dict]) -> No
     for span in spans:
         assert span.start <= span.end
         assert all(0 <= i < len(frames) for i in span.stack)
+
+
+def test_a_long_pyspy_run_is_cut_into_one_second_windows() -> None:
+    """`record` to a file runs py-spy 5 s at a time (a fifth of the starts); the stream must
+    still hold 1-second windows whose spans, frames and counts add up to the run's."""
+    a, b, c = Frame("a", "/app/x.py", 1), Frame("b", "/app/x.py", 2), Frame("c", "/app/y.py", 3)
+    spans = (
+        StackSpan(1, 100.0, 102.5, (0, 1)),  # crosses two cuts
+        StackSpan(2, 100.0, 105.0, (2,)),  # the whole run
+        StackSpan(1, 102.5, 105.0, (1,)),
+        StackSpan(3, 105.0, 105.0, (2,)),  # one sample at the very end
+    )
+    run = StacksWindow(105.0, 100.0, (a, b, c), spans, ((1, "main"), (2, "w")), 499, 3, 100, ())
+    windows = split_window(run, 5)
+    assert [(w.start, w.t) for w in windows] == [(100.0 + i, 101.0 + i) for i in range(5)]
+    assert sum(w.samples for w in windows) == 499 and sum(w.errors for w in windows) == 3
+    assert all(w.thread_names == run.thread_names for w in windows)
+    for w in windows:
+        assert all(w.start <= s.start <= s.end <= w.t for s in w.spans)
+        assert all(max(s.stack) < len(w.frames) for s in w.spans)
+
+    def covered(tid: int) -> float:
+        return sum(s.end - s.start for w in windows for s in w.spans if s.tid == tid)
+
+    assert covered(1) == covered(2) == 5.0
+    first = windows[0]
+    assert [tuple(first.frames[i].name for i in s.stack) for s in first.spans] == [
+        ("a", "b"),
+        ("c",),
+    ]
+    assert [s.tid for s in windows[-1].spans] == [2, 1, 3]
+    assert split_window(run, 1) == [run]

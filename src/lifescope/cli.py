@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from lifescope import __version__, outputs, privsep
-from lifescope.options import CollectorOptions
+from lifescope.options import RECORD_STACKS_RUN, CollectorOptions
 from lifescope.target import Target, TargetError, parse_pid, resolve
 
 if TYPE_CHECKING:
@@ -300,7 +300,10 @@ def cmd_record(args: argparse.Namespace) -> int:
         return _record_remote(remote, args)
     target = _target_or_exit(args.pid, "record")
     started = time.monotonic()
-    code = collector.run(target, CollectorOptions.from_namespace(args))
+    # Nobody watches a recording to a file live: longer py-spy runs, same 1 s windows.
+    live = args.output in (None, outputs.STDOUT) or args.prometheus is not None
+    overrides = {} if live else {"stacks_run": RECORD_STACKS_RUN}
+    code = collector.run(target, CollectorOptions.from_namespace(args, **overrides))
     if code == 0 and args.output not in (None, outputs.STDOUT):
         size = os.path.getsize(args.output)
         print(f"lifescope: recorded {time.monotonic() - started:.1f} s of pid {target.pid} to "

@@ -50,13 +50,17 @@ FLUSH_EVERY_S = 0.1
 
 
 def build_probes(
-    target: Target, emit: Emit, names: Sequence[str], http_lines: bool = False
+    target: Target,
+    emit: Emit,
+    names: Sequence[str],
+    http_lines: bool = False,
+    stacks_run: float = 1.0,
 ) -> list[Probe]:
     family = Family(target)  # a pre-fork master's workers are read as part of it
     factories = {
         "gil": lambda: GilProbe(target, emit),
         "threads": lambda: ThreadsProbe(target, emit, family=family),
-        "stacks": lambda: StacksProbe(target, emit, family=family),
+        "stacks": lambda: StacksProbe(target, emit, family=family, run_s=stacks_run),
         "dump": lambda: DumpProbe(target, emit),
         "sockets": lambda: SocketsProbe(target, emit, family=family),
         "packets": lambda: PacketsProbe(target, emit, http_lines=http_lines),
@@ -102,7 +106,9 @@ class Collector:
         self.exporter = exporter
         self._queue: queue.Queue[Sample] = queue.Queue(maxsize=QUEUE_MAX)
         self.dropped = 0
-        self.probes = build_probes(target, self._offer, options.probes, options.http_lines)
+        self.probes = build_probes(
+            target, self._offer, options.probes, options.http_lines, options.stacks_run
+        )
         self.budget = Budget(
             enabled=not options.full_rate,
             pid=target.pid,
@@ -138,11 +144,11 @@ class Collector:
                 now = time.monotonic()
                 if seconds is not None and now - started >= seconds:
                     break
-                try:
-                    sample = self._queue.get(timeout=0.05)
-                    self._send(sample)
-                except queue.Empty:
-                    pass
+                # Sleep until the next flush and then write everything queued: samples were
+                # only flushed every FLUSH_EVERY_S anyway, and waking this thread for each one
+                # (~120 a second at defaults) cost more than encoding them.
+                self._stop.wait(max(0.0, min(next_flush, next_cost) - now))
+                self._drain()
                 now = time.monotonic()
                 if now >= next_cost:
                     next_cost = now + 1.0
@@ -162,17 +168,22 @@ class Collector:
             for probe in self.probes:
                 probe.join(timeout=3)
         with contextlib.suppress(BrokenPipeError, ValueError):
-            while True:
-                try:
-                    self._send(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            self._drain()
             now = time.monotonic()
             self._send(self._cost(now))
             if gone:
                 self._send(TargetGone(now, gone))
             self.out.flush()
         return 0
+
+    def _drain(self) -> None:
+        """Send every sample queued so far."""
+        while True:
+            try:
+                sample = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._send(sample)
 
     def _write(self, line: bytes) -> None:
         self.out.write(line)

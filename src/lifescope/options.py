@@ -19,6 +19,8 @@ from typing import Any
 from lifescope.samples import PROBES
 
 PROMETHEUS_WINDOW_S = 10.0
+RECORD_STACKS_RUN = 5.0
+"""py-spy run length for `record -o FILE`: a fifth of the py-spy starts, stacks 5 s late."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,11 @@ class CollectorOptions:
     prometheus: str | None = None
     prometheus_allow_remote: bool = False
     prometheus_window: float = PROMETHEUS_WINDOW_S
+    stacks_run: float = 1.0
+    """Seconds each py-spy process records (after the first, always 1 s). The stream always
+    gets 1-second stacks windows; a longer run is split, so fewer py-spy starts (each one
+    re-attaches and re-reads symbols, ~15 ms of CPU) cost only latency: `record` to a file,
+    which nobody watches live, uses `RECORD_STACKS_RUN`."""
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
@@ -114,6 +121,10 @@ _ARGUMENTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         {"metavar": "FILE", "default": None, "help": "also record the session to FILE (0600)"},
     ),
     "record_fd": (("--record-fd",), {"type": int, "default": None, "help": argparse.SUPPRESS}),
+    "stacks_run": (
+        ("--stacks-run",),
+        {"type": _seconds, "default": None, "metavar": "SECONDS", "help": argparse.SUPPRESS},
+    ),
     "force": (
         ("--force",),
         {

@@ -101,6 +101,19 @@ class GilRead:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchLayout:
+    """The regions one GIL read gathers and the offsets of its fields in the gathered bytes
+    (``counter`` is -1 when the thread-state counter is not read)."""
+
+    regions: tuple[tuple[int, int], ...]
+    size: int
+    locked: int
+    holder: int
+    switch: int
+    counter: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Layout:
     """Resolved absolute addresses and field offsets for one attached process."""
 
@@ -309,10 +322,37 @@ class GilReader:
         """
         try:
             buf = self._prepared.read_into_buffer()
-        except ProcessGoneError as exc:
-            raise GilUnavailable.gone(self.pid, "") from exc
         except MemoryReadError as exc:
-            raise GilUnavailable(f"GIL read failed: {exc}", "re-attach") from exc
+            raise self.read_error(exc) from exc
+        return self.decode(buf)
+
+    def read_error(self, exc: MemoryReadError) -> GilUnavailable:
+        """What a failed read of the GIL means for the probe (the target gone, or not)."""
+        if isinstance(exc, ProcessGoneError):
+            return GilUnavailable.gone(self.pid, "")
+        return GilUnavailable(f"GIL read failed: {exc}", "re-attach")
+
+    @property
+    def batch_layout(self) -> BatchLayout:
+        """What a batch sampler (`gil_batch.py`) reads and where, in the buffer, the fields are:
+        it reads the same regions as :meth:`read` and hands the bytes back to :meth:`decode`."""
+        lay = self._layout
+        base = self._span_start
+        return BatchLayout(
+            regions=self._prepared.regions,
+            size=self._prepared.size,
+            locked=lay.locked_off - base,
+            holder=lay.holder_off - base,
+            switch=lay.switch_off - base,
+            counter=self._span_len if lay.counter_off is not None else -1,
+        )
+
+    def known_holders(self) -> tuple[int, ...]:
+        """Thread-state addresses :meth:`decode` can name without reading the target again."""
+        return tuple(self._tids)
+
+    def decode(self, buf: bytes | bytearray | ctypes.Array[ctypes.c_char]) -> GilRead:
+        """Interpret one read of :attr:`batch_layout`'s regions (as :meth:`read` does)."""
         lay = self._layout
         base = self._span_start
         locked = self._i32.unpack_from(buf, lay.locked_off - base)[0]

@@ -137,6 +137,11 @@ class PreparedRead:
 
     __slots__ = ("_buf", "_local", "_pid", "_regions", "_remote", "_total", "size")
 
+    @property
+    def regions(self) -> tuple[tuple[int, int], ...]:
+        """The remote (address, size) regions, in the order they are gathered."""
+        return self._regions
+
     def __init__(self, pid: int, regions: Sequence[tuple[int, int]]) -> None:
         if not regions:
             raise ValueError("no regions")

@@ -337,6 +337,7 @@ class StacksProbe(Probe):
         window_s: float = 1.0,
         native: bool = False,
         family: Family | None = None,
+        run_s: float | None = None,
     ) -> None:
         super().__init__(target, emit)
         self.family = family
@@ -344,6 +345,10 @@ class StacksProbe(Probe):
         self.max_rate_hz = rate_hz
         self.rate_hz = rate_hz
         self.window_s = window_s
+        self.run_s = max(window_s, run_s or window_s)
+        """How long each py-spy process records; its output is cut into `window_s` windows.
+        The first run is one window long, so stacks arrive within a second of attaching."""
+        self._runs = 0
         self.native = native
         self.process: subprocess.Popen[bytes] | None = None
         self.source = SourceLines(target.pid)
@@ -368,10 +373,11 @@ class StacksProbe(Probe):
         with private_directory() as tmp:
             out = os.path.join(tmp, "window.json")
             while not self.stopping:
-                window = self._record(binary, out)
-                if window is not None:
+                windows = self._record(binary, out)
+                if windows is not None:
                     self.set_status("ok")
-                    self.emit(window)
+                    for window in windows:
+                        self.emit(window)
                     backoff = 0.5
                     continue
                 if not os.path.exists(f"/proc/{self.target.pid}") or not self.target.alive():
@@ -381,10 +387,12 @@ class StacksProbe(Probe):
                     return
                 backoff = min(backoff * 2, 10.0)
 
-    def _record(self, binary: str, out: str) -> StacksWindow | None:
+    def _record(self, binary: str, out: str) -> list[StacksWindow] | None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(out)
-        seconds = max(1, round(self.window_s))
+        run_s = self.run_s if self._runs else self.window_s
+        self._runs += 1
+        seconds = max(1, round(run_s))
         workers = self.family.workers() if self.family is not None else ()
         threads = sum(thread_count(pid) for pid in (self.target.pid, *workers))
         rate = stacks_rate_for(threads, self.max_rate_hz)
@@ -444,10 +452,12 @@ class StacksProbe(Probe):
             events, ended, self.source, lambda pid, tid: self._our_tid(pid, tid, pids)
         )
         start = max(started, ended - seconds)
-        return StacksWindow(
+        whole = StacksWindow(
             ended, start, frames, spans, names, samples, errors, self.rate_hz,
             tuple(sorted(pids.items())),
         )  # fmt: skip
+        # A run stopped early (SIGINT at the end of a recording) is cut by what it covered.
+        return split_window(whole, max(1, round((ended - start) / max(self.window_s, 1e-3))))
 
     def _our_tid(self, pid: int, tid: int, pids: dict[int, int]) -> int:
         """The thread id to report, noting which process a worker's threads belong to. A
@@ -463,6 +473,45 @@ class StacksProbe(Probe):
             tid = pid
         pids[tid] = pid
         return tid
+
+
+def split_window(window: StacksWindow, parts: int) -> list[StacksWindow]:
+    """Cut one py-spy run into `parts` consecutive windows of equal length, so the stream
+    looks the same whatever the run length: spans are clipped at the cuts (a span crossing
+    one continues in the next window, as a span crossing two py-spy runs always did), each
+    window carries only the frames its spans use, and the sample and error counts are shared
+    out in proportion. Timestamps stay py-spy's own, per sample."""
+    if parts <= 1:
+        return [window]
+    width = (window.t - window.start) / parts
+    last = window.t
+    out = []
+    for i in range(parts):
+        lo = window.start + i * width
+        hi = window.t if i == parts - 1 else lo + width
+        used: dict[int, int] = {}
+        spans = []
+        for span in window.spans:
+            inside = max(span.start, lo) < min(span.end, hi)
+            point = span.start == span.end and (lo <= span.start < hi or span.start == hi == last)
+            if not (inside or point):
+                continue
+            stack = tuple(used.setdefault(f, len(used)) for f in span.stack)
+            spans.append(StackSpan(span.tid, max(span.start, lo), min(span.end, hi), stack))
+        frames = [window.frames[0]] * len(used)
+        for old, new in used.items():
+            frames[new] = window.frames[old]
+        out.append(
+            StacksWindow(
+                hi, lo, tuple(frames), tuple(spans),
+                window.thread_names,
+                window.samples * (i + 1) // parts - window.samples * i // parts,
+                window.errors * (i + 1) // parts - window.errors * i // parts,
+                window.rate_hz,
+                window.pids,
+            )
+        )  # fmt: skip
+    return out
 
 
 def parse_dump(

@@ -59,9 +59,11 @@ def parse_syscall(raw: bytes) -> tuple[int | None, int | None]:
 
 
 class _TaskFiles:
-    """Open descriptors on one thread's stat and syscall files."""
+    """Open descriptors on one thread's stat and syscall files, and the last bytes read from
+    each with what they parsed to: an idle thread's files read the same tick after tick, and
+    parsing them again was most of a read's Python time."""
 
-    __slots__ = ("stat_fd", "syscall_fd")
+    __slots__ = ("last_stat", "last_syscall", "stat_fd", "syscall_fd")
 
     def __init__(self, pid: int, tid: int) -> None:
         base = f"/proc/{pid}/task/{tid}"
@@ -70,6 +72,8 @@ class _TaskFiles:
             self.syscall_fd: int | None = os.open(f"{base}/syscall", os.O_RDONLY | os.O_CLOEXEC)
         except PermissionError:
             self.syscall_fd = None  # state and CPU still readable: degrade, don't die
+        self.last_stat: tuple[bytes, tuple[str, str, int]] = (b"", ("", "", 0))
+        self.last_syscall: tuple[bytes, tuple[int | None, int | None]] = (b"", (None, None))
 
     def close(self) -> None:
         for fd in (self.stat_fd, self.syscall_fd):
@@ -128,10 +132,16 @@ class ThreadsProbe(Probe):
             tag = None if pid == self.target.pid else pid
             for tid, task in list(files.items()):
                 try:
-                    comm, state, ticks = parse_stat(os.pread(task.stat_fd, 1024, 0))
+                    raw = os.pread(task.stat_fd, 1024, 0)
+                    if raw != task.last_stat[0]:
+                        task.last_stat = (raw, parse_stat(raw))
+                    comm, state, ticks = task.last_stat[1]
                     number = arg0 = None
                     if task.syscall_fd is not None:
-                        number, arg0 = parse_syscall(os.pread(task.syscall_fd, 256, 0))
+                        raw = os.pread(task.syscall_fd, 256, 0)
+                        if raw != task.last_syscall[0]:
+                            task.last_syscall = (raw, parse_syscall(raw))
+                        number, arg0 = task.last_syscall[1]
                 except OSError as exc:
                     if exc.errno in (errno.ESRCH, errno.ENOENT):
                         files.pop(tid).close()
