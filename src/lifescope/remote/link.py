@@ -35,6 +35,11 @@ BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 """Waits before each reconnection attempt; the last repeats until the session ends."""
 HANDSHAKE_TIMEOUT_S = 60.0
 """Login, finding Python, and shipping the bundle over a slow link must finish in this."""
+NO_PYTHON = (
+    "no CPython 3.8+ on the host's PATH — install python3 (3.8 or newer) there; lifescope needs "
+    "nothing else"
+)
+"""What a host without a usable interpreter is told: the one thing lifescope needs there."""
 SSH_FAILED = 255
 FLUSH_S = 0.1
 
@@ -113,8 +118,7 @@ class RemoteCollector:
                 words = self._line()
             if words[:1] != ["READY"]:
                 raise CollectorFailed(
-                    "no CPython 3.8+ on the host's PATH — install python3 (3.8 or newer) there; "
-                    "lifescope needs nothing else"
+                    NO_PYTHON
                     if words[:1] == ["NO-PYTHON"]
                     else f"unexpected answer from the host: {' '.join(words)[:80]}"
                 )
@@ -132,6 +136,14 @@ class RemoteCollector:
             self.proc.stdin.write(data)
             self.proc.stdin.flush()
         except (BrokenPipeError, ValueError):
+            # A host without Python answers and exits before the boot program is all sent:
+            # its answer is still in the pipe.
+            said = b""
+            if self.proc.stdout is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    said = self.proc.stdout.read()
+            if b"lifescope-remote NO-PYTHON" in said:
+                raise CollectorFailed(NO_PYTHON) from None
             raise CollectorFailed(self.explain()) from None
 
     def _kill(self) -> None:
