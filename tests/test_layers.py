@@ -25,6 +25,7 @@ from lifescope.demo.children import start_demo_server
 from lifescope.rules import load as load_rules
 from lifescope.samples import Frame
 from lifescope.session import collect
+from lifescope.timeline import Timeline
 from tests.conftest import PYTHON, free_port, stop_pid, wait_for
 from tests.interpreters import python_for
 
@@ -435,18 +436,21 @@ server.serve_forever()
 """
 
 
-def test_http_server_db_is_layer_4(python_target) -> None:  # type: ignore[no-untyped-def]
-    proc = python_target(HTTP_SERVER)
-    port = int(proc.ready_line)
+def collect_under_load(proc, workers: int, seconds: float = 4.0) -> Timeline:  # type: ignore[no-untyped-def]
+    """`proc` (a `python_target` printing its port) collected while `workers` clients GET /."""
     stop = threading.Event()
-    clients = hammer(port, "/", stop, workers=3)
+    clients = hammer(int(proc.ready_line), "/", stop, workers=workers)
     try:
         time.sleep(0.5)
-        result = observe(proc.pid)
+        return collect(proc.pid, seconds, probes=("threads", "stacks", "sockets"))
     finally:
         stop.set()
         for client in clients:
             client.join(15)
+
+
+def test_http_server_db_is_layer_4(python_target) -> None:  # type: ignore[no-untyped-def]
+    result = report.build(collect_under_load(python_target(HTTP_SERVER), 3).window())
     assert largest(result) == "L4", result.layers
     # A thread per request (HTTP/1.0 closes each connection): the L4 evidence names one.
     assert any(
@@ -480,17 +484,7 @@ def test_a_thread_that_served_a_request_and_exited_is_not_in_flight(python_targe
     """A new thread per request, four clients, each one request at a time: never more than
     four in flight. py-spy keeps an exited thread's last stack until its recording ends, so
     every thread of the last second read as still in its handler (12 for 4 on werkzeug)."""
-    proc = python_target(SLEEP_PER_REQUEST_THREAD)
-    port = int(proc.ready_line)
-    stop = threading.Event()
-    clients = hammer(port, "/", stop, workers=4)
-    try:
-        time.sleep(0.5)
-        timeline = collect(proc.pid, 3.0, probes=("threads", "stacks", "sockets"))
-    finally:
-        stop.set()
-        for client in clients:
-            client.join(15)
+    timeline = collect_under_load(python_target(SLEEP_PER_REQUEST_THREAD), 4, seconds=3.0)
     result = report.build(timeline.window())
     assert result.layers is not None
     handlers = [f for f in result.layers.in_flight if f.layer == "L4"]
