@@ -266,6 +266,23 @@ def _runs(times: list[float], reads: list[GilRead]) -> list[float]:
     return runs  # a run still going at the last sample is cut too, so it is left out
 
 
+FUTEX = 202  # x86_64: a thread waiting for the GIL waits in futex(2)
+
+
+def _wait_main_asleep(pid: int, timeout: float = 10.0) -> None:
+    """Until the main thread is in its sleep, not in the futex of the GIL it must take back
+    after writing READY: with two spinners and a CPU hog beside them, that took long enough
+    that the sleeping main thread was read holding the GIL."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/task/{pid}/syscall") as handle:
+            fields = handle.read().split()
+        if fields and fields[0] not in ("running", str(FUTEX)) and int(fields[0]) >= 0:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the main thread of {pid} did not reach its sleep: {fields}")
+
+
 # --------------------------------------------------------------------------- live targets
 @pytest.mark.parametrize("exe", INTERPRETERS)
 def test_cpu_bound_threads(
@@ -282,6 +299,7 @@ def test_cpu_bound_threads(
     i.e. ~10 samples, so few can be missed).
     """
     target = spawn(exe, CPU_BOUND)
+    _wait_main_asleep(target.pid)
     reader = GilReader.open(target.pid)
     assert reader.interval_us == 5000
     rates: list[float] = []

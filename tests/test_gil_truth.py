@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import threading
@@ -101,12 +102,28 @@ time.sleep(120)
 """
 
 
-def _true_holds(segments: list[list[list[float]]], start: float, end: float) -> list[float]:
-    """GIL holds from the spinners' own timestamps: a thread's hold runs from the first of its
-    loop segments after the other thread last ran to the last before the other runs again. A
-    pause in which the other thread did not run (the holder lost its CPU, not the GIL) stays
-    inside the hold — as it does in the GIL word lifescope reads. Only holds wholly inside
-    [start, end] count."""
+def _run_queue_s(pid: int) -> float:
+    """Seconds the process's threads have waited on a run queue (schedstat's second field)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/schedstat") as stat:
+            total += int(stat.read().split()[1])
+    return total / 1e9
+
+
+def _true_holds(
+    segments: list[list[list[float]]], start: float, end: float
+) -> tuple[list[float], list[float]]:
+    """GIL holds from the spinners' own timestamps, as (shortest, longest) durations in ms.
+
+    A thread's hold runs from the first of its loop segments after the other thread last ran
+    to the last before the other runs again; a pause in which the other thread did not run
+    (the holder lost its CPU, not the GIL) stays inside the hold — as it does in the GIL word
+    lifescope reads. Where in the gap between two threads' segments the GIL changed hands,
+    the spinners cannot see: the new holder may take it and then wait for a CPU (a hog beside
+    the target makes those gaps milliseconds). So each hold is known only between its
+    segments (shortest) and the other thread's segments around it (longest). Only holds with
+    a neighbour on each side, wholly inside [start, end], count."""
     events = sorted((a, b, i) for i, segs in enumerate(segments) for a, b in segs)
     holds: list[tuple[float, float]] = []
     holder = -1
@@ -116,7 +133,13 @@ def _true_holds(segments: list[list[list[float]]], start: float, end: float) -> 
         else:
             holds.append((a, b))
             holder = i
-    return [(b - a) * 1000 for a, b in holds if start <= a and b <= end]
+    shortest: list[float] = []
+    longest: list[float] = []
+    for before, (a, b), after in zip(holds, holds[1:], holds[2:], strict=False):
+        if start <= a and b <= end:
+            shortest.append((b - a) * 1000)
+            longest.append((after[0] - before[1]) * 1000)
+    return shortest, longest
 
 
 @pytest.mark.parametrize("version", [*ALL_VERSIONS, "3.14-container"])
@@ -124,10 +147,13 @@ def test_two_cpu_bound_threads(python_target, version: str) -> None:  # type: ig
     """Two spinning threads share the GIL. Hold times are checked against the spinners' own
     timing, not against the 5 ms switch interval: on a busy machine the waiter's timed wait
     and the holder's drop both wait for a CPU, and holds really do stretch (seen: p50 8.0 ms
-    with one CPU hog beside the target, exactly what the target itself measured)."""
+    with one CPU hog beside the target, exactly what the target itself measured), and under
+    heavier load the hand-overs themselves wait for a CPU (see `_true_holds`)."""
     proc = start_target(python_target, SELF_TIMED_SPINNERS, version, stdin=True)
+    queued_before, clock = _run_queue_s(proc.target_pid), time.monotonic()
     timeline, segments, start, end = _collect_with_truth(proc, 3.0, ("gil", "threads"))
-    truth = _true_holds(segments, start, end)  # type: ignore[arg-type]
+    queued = (_run_queue_s(proc.target_pid) - queued_before) / (time.monotonic() - clock)
+    shortest, longest = _true_holds(segments, start, end)  # type: ignore[arg-type]
     result = report.build(timeline.window())
     probe = {p.name: p for p in result.probes}["gil"]
     assert probe.status == "ok", probe
@@ -141,13 +167,24 @@ def test_two_cpu_bound_threads(python_target, version: str) -> None:  # type: ig
         assert 0.3 <= thread.gil_share <= 0.7, thread  # type: ignore[operator]
         # each waits while the other holds: both must be seen in futex on the GIL
         assert (thread.waiting_gil_share or 0) > 0.05, thread
-    # A forced switch every 5 ms interval: at most ~200/s, and well above 0 with two spinners.
-    assert gil.switches_per_s is not None and 50 <= gil.switches_per_s <= 250, gil
+    # A forced switch every 5 ms interval: ~200/s quiet, far fewer when each hand-over waits
+    # for a CPU (seen 50-158/s beside a CPU hog). The truth is the spinners' own count of
+    # hand-overs; the interpreter's switch counter matched it within 0.5/s in those runs.
+    true_rate = len(shortest) / (end - start)
+    assert gil.switches_per_s is not None, gil
+    assert abs(gil.switches_per_s - true_rate) <= max(3.0, 0.1 * true_rate), (gil, true_rate)
     hold = dict(gil.hold_ms)
-    true_p50 = statistics.median(truth)
-    # ±0.5 ms of read resolution at each end of a hold
-    assert hold["p50"] is not None and abs(hold["p50"] - true_p50) <= 1.0, (hold, true_p50)
-    assert gil.waiters_mean is not None and 0.5 <= gil.waiters_mean <= 1.0, gil
+    # The true median lies between the medians of the bounds (each hold lies between its own);
+    # ±0.5 ms of read resolution at each end of a hold. Quiet, the bounds are µs apart.
+    low, high = statistics.median(shortest), statistics.median(longest)
+    assert hold["p50"] is not None and low - 1.0 <= hold["p50"] <= high + 1.0, (hold, low, high)
+    # One spinner always wants the GIL the other holds. It is seen waiting in the GIL's futex
+    # except while it waits for a CPU instead (woken to re-check, or just handed the GIL):
+    # the kernel's run-queue time of the target's threads (mean threads queued) says how long.
+    # Quiet that is ~0 and the waiters ~1; with a CPU hog beside the target, seen: waiters
+    # 0.27-0.50.
+    assert gil.waiters_mean is not None and gil.waiters_mean <= 1.0, gil
+    assert gil.waiters_mean + queued >= 0.8, (gil.waiters_mean, queued)
 
 
 @pytest.mark.parametrize("version", ["3.8", "3.11", "3.13", "3.14", "3.15", "3.15-container"])
@@ -243,34 +280,6 @@ def test_quiet_gil_is_read_slower_and_bursts_still_measured(python_target) -> No
         ours = [d for a, d in measured if abs(a - t0) < 0.01]
         assert len(ours) == 1, (t0, duration, measured)
         assert duration - 2.0 <= ours[0] <= duration + 2.5, (t0, duration, measured)
-
-
-SELF_MEASURING_HALF = """
-import sys, time
-print("READY", flush=True)
-busy = slept = 0.0
-stop = time.perf_counter() + 4.0
-while time.perf_counter() < stop:
-    a = time.perf_counter()
-    end = a + 0.002
-    while time.perf_counter() < end:
-        pass
-    b = time.perf_counter()
-    time.sleep(0.002)
-    busy += b - a
-    slept += time.perf_counter() - b
-print(busy / (busy + slept), flush=True)
-time.sleep(60)
-"""
-
-
-def test_held_share_matches_the_targets_own_measurement(python_target) -> None:  # type: ignore[no-untyped-def]
-    """Truth from inside: the target times its own GIL-holding spins over the same seconds."""
-    proc = python_target(SELF_MEASURING_HALF)
-    result = gil_report(proc.pid, 3.0)
-    truth = float(proc.stdout.readline())
-    assert result.gil.held_share is not None
-    assert abs(result.gil.held_share - truth) <= 0.06, (result.gil.held_share, truth)
 
 
 def test_memory_probe_agrees_with_pyspy_owns_gil(python_target) -> None:  # type: ignore[no-untyped-def]

@@ -93,11 +93,16 @@ def test_sigkilled_recorder_leaves_a_replayable_file(
     try:
         time.sleep(3.5)
     finally:
+        killed_at = time.monotonic()  # the samples' clock
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     rec = load(str(path))
     assert rec.problem is not None  # no gzip trailer: cut short
-    assert rec.end - rec.start >= 2.0  # everything flushed before the kill (≤ 0.1 s lost)
+    # Everything flushed before the kill: the writer flushes every 0.1 s, and the newest
+    # samples (GIL batches, thread states) are at most ~0.1 s old when written. Not a span
+    # from the recording's start: on a busy machine start-up alone took 1.6 of the 3.5 s.
+    assert rec.end > rec.start, rec
+    assert killed_at - rec.end <= 0.5, (killed_at, rec.end)
     done = lifescope("snapshot", "--from", str(path))
     assert done.returncode == 0
     note = done.stderr.decode().strip()

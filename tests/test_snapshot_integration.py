@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 from lifescope.demo.children import DemoServer, LoadGen
 
@@ -28,9 +30,20 @@ def snapshot(pid: int, seconds: float = 4.0) -> dict:
     return json.loads(done.stdout)
 
 
+def _on_cpu_s(pid: int) -> dict[int, float]:
+    """Seconds on a CPU per thread (schedstat's first field): a clock of its own, in ns."""
+    seconds = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/schedstat") as stat:
+            seconds[int(tid)] = int(stat.read().split()[0]) / 1e9
+    return seconds
+
+
 def test_snapshot_of_loaded_demo_server(loaded_demo: tuple[DemoServer, LoadGen]) -> None:
     server, _ = loaded_demo
+    before, clock = _on_cpu_s(server.pid), time.monotonic()
     report = snapshot(server.pid)
+    after, elapsed = _on_cpu_s(server.pid), time.monotonic() - clock
 
     assert report["schema"] == "lifescope.snapshot/1"
     assert report["target"]["pid"] == server.pid
@@ -48,7 +61,11 @@ def test_snapshot_of_loaded_demo_server(loaded_demo: tuple[DemoServer, LoadGen])
     assert "gil-hog" in names, names.keys()
     hog = names["gil-hog"]
     assert hog["gil_share"] >= 0.5, hog
-    assert hog["cpu_share"] >= 0.3, hog
+    # The CPU the hog really got, over the snapshot's run (its window plus start-up): a
+    # CPU-bound thread, but beside other work it gets what the scheduler gives it (seen:
+    # 0.24 of a core with a CPU hog on this 2-core machine, where ">= 0.3" failed).
+    true_share = (after[hog["tid"]] - before[hog["tid"]]) / elapsed
+    assert abs(hog["cpu_share"] - true_share) <= 0.15, (hog, true_share)
     assert hog["top_frame"] and "gil_hog" in hog["top_frame"], hog
     for thread in report["threads"]:
         for key in ("cpu_share", "active_share", "gil_share"):

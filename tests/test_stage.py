@@ -21,9 +21,11 @@ async def test_stage_keys_flip_pathologies_and_the_overlay_names_them() -> None:
             await until(pilot, lambda: "stage [1]" in str(narration.render()), timeout=30)
             assert "[8]flood" in str(narration.render())  # all eight keys fit in 100 columns
             await pilot.press("4")  # blocking call in the loop
-            await until(pilot, lambda: server.toggles().get("block_loop", 0) > 0)
-            # named at once as switched on, then as measured, by its own function
+            # Named at once as switched on, then as measured, by its own function. Watched
+            # from the press: asking the server first (a request its blocked loop answers
+            # late on a busy machine) once let the measured sentence replace it unseen.
             await until(pilot, lambda: "switched on" in str(narration.render()), timeout=5)
+            await until(pilot, lambda: server.toggles().get("block_loop", 0) > 0)
             await until(
                 pilot,
                 lambda: "event loop is blocked in blocking_call" in str(narration.render()),
