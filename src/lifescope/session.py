@@ -38,6 +38,7 @@ class CollectorProcess:
         python: str = sys.executable,
     ) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
+        self._stopping = False
         self._broker = privsep.broker()
         if self._broker is not None:
             self.pid, out, err = self._broker.spawn(pid, options)
@@ -67,6 +68,11 @@ class CollectorProcess:
                 self.wait()
                 raise CollectorFailed(self.error_text() or str(exc)) from exc
             raise
+        except ValueError:
+            # `stop()` closed the stream under a reader in another thread: that reader's
+            # read fails (a closed file, or its buffer freed mid-read) and the stream has ended.
+            if not self._stopping:
+                raise
 
     def wait(self) -> int:
         """Its exit code once it ended (a brokered collector is not ours to reap: 0 once its
@@ -81,6 +87,7 @@ class CollectorProcess:
     def stop(self, timeout: float = 3.0) -> None:
         """Close its stream (a collector whose reader is gone ends at its next write), then
         SIGTERM and SIGKILL; always reaps. Safe to call twice."""
+        self._stopping = True
         with contextlib.suppress(OSError):
             self.stdout.close()
         if self._broker is not None:
