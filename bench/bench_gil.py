@@ -92,13 +92,25 @@ def main() -> int:
                     [sys.executable, "-m", "lifescope.collector", str(target.pid), "--probes",
                      "gil"], stdout=subprocess.PIPE, env=env,
                 )  # fmt: skip
-                time.sleep(0.5)  # attach and validate outside the measured phase
+                # Attach and validate outside the measured phase: until the first batch of
+                # reads arrives. A fixed 0.5 s was not enough on a busy machine, where the
+                # collector's start-up (import, ELF parse) fell into a 1 s quick phase and the
+                # target read as making no progress at all (ratio 0).
+                assert collector.stdout is not None
+                head = []
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    line = collector.stdout.readline()
+                    head.append(line)
+                    if not line or line.startswith(b'["GilRuns"'):
+                        break
                 cpu0 = cpu_seconds(collector.pid)
                 t0 = time.monotonic()
                 with_probe.append(phase(m, args.seconds))
                 probe_cpu.append((cpu_seconds(collector.pid) - cpu0) / (time.monotonic() - t0))
                 collector.terminate()
                 out, _ = collector.communicate(timeout=10)
+                out = b"".join(head) + out
                 runs = [s for s in stream.read(io.BytesIO(out)) if isinstance(s, GilRuns)]
                 covered = sum(r.t - r.start for r in runs)
                 rates.append(sum(r.reads for r in runs) / covered if covered else 0.0)

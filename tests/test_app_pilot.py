@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 from textual import events
@@ -48,7 +49,11 @@ async def test_all_four_panes_fill_from_a_live_server(
         assert not app.paused
 
         # A thread row (the loop thread caught in a request's callback) comes and goes with
-        # each refresh: pause on one, so Enter selects what is on screen.
+        # each refresh: pause on one, so Enter selects what is on screen. Every 10th request
+        # blocks the loop for 300 ms, so a request holds the loop thread most of the time; by
+        # chance alone (the GIL hog beside it, a CPU hog on the machine) none did for 20 s in
+        # 2 of 6 runs.
+        server.set_toggle("block_loop", 10)
         flights = app.query_one("#in-flight", DataTable)
         for _ in range(20):
             await wait_until(pilot, lambda: any(str(k.value).split(":")[1] for k in flights.rows))
@@ -105,6 +110,8 @@ async def test_slow_reports_are_built_off_the_ui_thread(
 
     def watched_build(*args, **kwargs):  # type: ignore[no-untyped-def]
         built_on.append(threading.current_thread().name)
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.4)  # slow for real: a build is still running when `p` is pressed
         return real_build(*args, **kwargs)
 
     monkeypatch.setattr(analysis, "build", watched_build)
@@ -121,16 +128,26 @@ async def test_slow_reports_are_built_off_the_ui_thread(
         renders = app.renders
         await wait_until(pilot, lambda: app.renders > renders)
 
+        builds = len(built_on)
+        await wait_until(pilot, lambda: len(built_on) > builds)  # one is under way now
+        renders = app.renders
         app.post_message(events.Key("p", "p"))
         await pilot.pause(0.05)
         assert "PAUSED" in str(app.query_one("#header", Static).render())
-        renders = app.renders
-        await pilot.pause(1.5)
+        await pilot.pause(1.5)  # the build under way at the press ends in here
         assert app.renders == renders, "a paused app must not re-render panes"
         app.post_message(events.Key("p", "p"))
         await pilot.pause(0.05)
         assert "● live" in str(app.query_one("#header", Static).render())
-        await wait_until(pilot, lambda: app.renders > renders)
+        try:
+            await wait_until(pilot, lambda: app.renders > renders)
+        except AssertionError as exc:  # seen once under a CPU hog; say what the app was doing
+            worker = app._report_worker
+            raise AssertionError(
+                f"no render after resuming: building={app.building}, "
+                f"worker={worker.state if worker else None}, builds={len(built_on)}, "
+                f"slow_builds={app.slow_builds}, paused={app.paused}"
+            ) from exc
         await pilot.press("q")
 
 
