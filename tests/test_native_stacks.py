@@ -162,3 +162,19 @@ def test_the_gil_loop_carries_the_walks(spawn: Callable[..., Target], tmp_path: 
     assert pace.reads > 10 * len(pace.stack_samples) > 0  # a walk rides every ~20th read
     statuses = {tid: status for _, threads in pace.stack_samples for tid, status, _ in threads}
     assert statuses[spinner] == OK and statuses[target.pid] in (OK, EMPTY)
+
+
+def test_a_target_that_exits_ends_the_loop_with_an_error_not_an_exception(
+    spawn: Callable[..., Target],  # noqa: F811
+    tmp_path: object,
+) -> None:
+    target, _, _ = _start(spawn, sys.executable, os.path.join(str(tmp_path), "never"))
+    stacks = NativeStacks(target.pid)
+    assert stacks.walk()
+    os.kill(target.pid, 9)
+    deadline = time.monotonic() + 5
+    while stacks.walk() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stacks.walk() == []
+    samples, err = stacks.loop(0.01, time.monotonic() + 0.2)
+    assert err != 0 and samples == []
