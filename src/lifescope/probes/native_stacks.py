@@ -39,6 +39,7 @@ from lifescope.probes.errors import TasksUnavailable
 from lifescope.probes.memory import MemoryReadError
 from lifescope.probes.memory import TornRead as _Torn
 from lifescope.probes.nspid import TidMap
+from lifescope.probes.pyspy import SourceLines, annotate_source
 from lifescope.samples import Frame, StackSpan, StacksWindow
 
 try:
@@ -151,6 +152,8 @@ class NativeStacks:
         self.thread_names: dict[int, str] = {}
         """Our tid → name; set by whoever knows them (the threads probe, or :meth:`name`)."""
         self.next_walk = 0.0
+        self.source = SourceLines(pid)
+        """Source lines for innermost and application frames, as py-spy's windows get them."""
 
     # ------------------------------------------------------------------ sampling
     def walk(self) -> list[Sample]:
@@ -321,4 +324,5 @@ class NativeStacks:
         if tids - self.thread_names.keys():
             self.thread_names.update(self.read_thread_names())
         names = tuple(sorted((tid, self.thread_names.get(tid, "")) for tid in tids))
+        annotate_source(frames, spans, self.source)
         return StacksWindow(end, start, tuple(frames), tuple(spans), names, traces, errors, rate_hz)

@@ -229,19 +229,27 @@ def parse_chrometrace(
     for who in list(current):
         close(who, last_ts)
     if source is not None:
-        # Innermost frames (what a thread sits in: `cur.execute(...)`), and the application's
-        # own frames anywhere (the line that calls the next handler tells middleware apart).
-        innermost = {span.stack[0] for span in spans if span.stack}
-        innermost |= {i for i, f in enumerate(frames) if innermost_kind(f.file) == "app"}
-        calls_next = getattr(source, "calls_next", None)
-        for index in innermost:
-            frame = frames[index]
-            code = source(frame.file, frame.line)
-            chains = bool(calls_next and innermost_kind(frame.file) == "app"
-                          and calls_next(frame.file, frame.line))  # fmt: skip
-            if code is not None or chains:
-                frames[index] = Frame(frame.name, frame.file, frame.line, code, chains)
+        annotate_source(frames, spans, source)
     return tuple(frames), tuple(spans), tuple(sorted(names.items()))
+
+
+def annotate_source(
+    frames: list[Frame], spans: Sequence[StackSpan], source: Callable[[str, int], str | None]
+) -> None:
+    """Give frames their source line, in place: innermost frames (what a thread sits in:
+    `cur.execute(...)`), and the application's own frames anywhere (the line that calls the
+    next handler tells middleware apart). Shared by py-spy's windows and the native walker's
+    (`native_stacks.py`), so the analysis sees the same frames from either."""
+    innermost = {span.stack[0] for span in spans if span.stack}
+    innermost |= {i for i, f in enumerate(frames) if innermost_kind(f.file) == "app"}
+    calls_next = getattr(source, "calls_next", None)
+    for index in innermost:
+        frame = frames[index]
+        code = source(frame.file, frame.line)
+        chains = bool(calls_next and innermost_kind(frame.file) == "app"
+                      and calls_next(frame.file, frame.line))  # fmt: skip
+        if code is not None or chains:
+            frames[index] = Frame(frame.name, frame.file, frame.line, code, chains)
 
 
 class SourceLines:
