@@ -283,7 +283,7 @@ class NativeStacks:
         traces = 0
         last_t = start
         for t, threads in samples:
-            if not start <= t < end:
+            if not start <= t <= end:  # inclusive: the GIL loop's last walk is at `end`
                 continue
             last_t = t
             seen: set[int] = set()

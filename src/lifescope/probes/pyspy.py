@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -367,6 +368,27 @@ class StacksProbe(Probe):
         self.source = SourceLines(target.pid)
         self.tids = TidMap(target.pid)
         self._worker_tids: dict[int, TidMap] = {}
+        self.ridden = False
+        """Issue 17 spike: the GIL probe may take this probe's windows from the native walker
+        (``gil.NATIVE_STACKS``); it says whether it could with :meth:`ride_result`."""
+        self._ride = threading.Event()
+        self._ride_error: str | None = None
+
+    def ride_result(self, error: str | None) -> None:
+        """The GIL probe's answer: None (it sends the windows) or why it cannot."""
+        self._ride_error = error
+        self._ride.set()
+
+    def _wait_ridden(self) -> bool:
+        """True while the GIL probe sends the windows; False: run py-spy as always."""
+        if not self.ridden:
+            return False
+        if not self._ride.wait(10.0) or self._ride_error is not None:
+            return False
+        self.set_status("ok", "stacks from lifescope's native walker, on the GIL loop (spike)")
+        while self.sleep(1.0):
+            pass
+        return True
 
     def stop(self) -> None:
         super().stop()
@@ -376,6 +398,8 @@ class StacksProbe(Probe):
                 proc.send_signal(signal.SIGINT)  # py-spy flushes and exits on SIGINT
 
     def sample_loop(self) -> None:
+        if self._wait_ridden():
+            return
         binary = find_pyspy()
         if binary is None:
             self.set_status(
