@@ -18,6 +18,9 @@ Tools:
   100 ms batches, every changed read decoded.
 * ``gil+stacks`` — the same loop with a stack walk on the first read after every 10 ms (one
   wake-up serves both), windows built every second as in ``native``.
+* ``record`` / ``record+native`` — the whole collector, ``lifescope record --full-rate``, with
+  stacks from py-spy (as shipped) and from the walker riding the GIL loop
+  (``LIFESCOPE_NATIVE_STACKS=1``).
 * ``idle`` — the worker's start-up alone (imports, ELF parsing, attach of both readers, which
   every worker does), then asleep: what the three above pay before sampling anything, so
   ``X - idle`` is what sampling costs.
@@ -141,13 +144,17 @@ def micro(pid: int, n: int = 2000) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------- bench
 def run_worker(
-    argv: list[str], keep: set[int]
+    argv: list[str], keep: set[int], env: dict[str, str] | None = None
 ) -> tuple[dict[str, float | None], dict[str, Any] | None]:
     """One run through bench_record_cost's accounting, the worker's report kept."""
     brc.reap_orphans(keep)
     cpu0, t0 = brc.children_cpu(), time.monotonic()
     proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=None if env is None else {**os.environ, **env},
     )
     out, err = proc.communicate(timeout=300)
     wall = time.monotonic() - t0
@@ -168,7 +175,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--tools", default="py-spy,native,gil,gil+stacks,idle")
+    parser.add_argument(
+        "--tools",
+        default="py-spy,native,gil,gil+stacks,idle",
+        help="any of py-spy,native,gil,gil+stacks,idle,record,record+native",
+    )
     parser.add_argument("--worker", nargs=3, metavar=("MODE", "PID", "SECONDS"))
     args = parser.parse_args()
     if args.worker:
@@ -190,7 +201,19 @@ def main() -> int:
     for mode in ("native", "gil", "gil+stacks", "idle"):
         tools[mode] = [sys.executable, os.path.join(HERE, "bench_native_stacks.py"),
                        "--worker", mode, str(target.pid), seconds]  # fmt: skip
+    # The whole collector, --full-rate, stacks from py-spy vs from the walker on the GIL loop.
+    out = os.path.join(tmp.name, "rec.gz")
+    tools["record"] = brc.lifescope_argv(target.pid, args.seconds, out, ["--full-rate"])
+    tools["record+native"] = tools["record"]
+    envs = {"record": {"LIFESCOPE_NATIVE_STACKS": "0"},
+            "record+native": {"LIFESCOPE_NATIVE_STACKS": "1"}}  # fmt: skip
     tools = {name: argv for name, argv in tools.items() if name in args.tools.split(",")}
+    import compileall
+
+    import lifescope
+
+    # As bench_record_cost: measure an installed-like (byte-compiled) tree.
+    compileall.compile_dir(os.path.dirname(lifescope.__file__), quiet=1, legacy=False)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in tools}
     try:
         result["micro"] = micro(target.pid)
@@ -198,7 +221,7 @@ def main() -> int:
         for i in range(args.rounds):
             order = list(tools) if i % 2 == 0 else list(reversed(tools))
             for name in order:
-                run, report = run_worker(tools[name], keep)
+                run, report = run_worker(tools[name], keep, envs.get(name))
                 run["report"] = report
                 runs[name].append(run)
                 extra = ""
