@@ -173,7 +173,10 @@ def ours(stacks: NativeStacks) -> dict[int, list[tuple[str, str, int]]]:
     """tid → [(name, file, line)] innermost first, from one walk (torn threads left out)."""
     out: dict[int, list[tuple[str, str, int]]] = {}
     for _, threads in stacks.walk():
-        for tid, status, packed in threads:
+        for raw, status, packed in threads:
+            tid = stacks.tid(raw)
+            if tid is None:
+                continue
             frames = stacks.frames(packed) if status in (0, 2) else None
             if frames is not None:
                 out[tid] = [(f.name, f.file, f.line) for f in frames]
@@ -182,7 +185,11 @@ def ours(stacks: NativeStacks) -> dict[int, list[tuple[str, str, int]]]:
     return out
 
 
-def pyspy_dump(pid: int, nonblocking: bool = False) -> dict[int, list[tuple[str, str, int]]]:
+def pyspy_dump(
+    pid: int, stacks: NativeStacks, nonblocking: bool = False
+) -> dict[int, list[tuple[str, str, int]]]:
+    """tid → py-spy's frames; on 3.8-3.10 py-spy may name a thread only by its pthread_t
+    (``thread_id``), mapped to a tid the way the walker's samples are."""
     proc = subprocess.run(
         [h.pyspy_binary(), "dump", "--pid", str(pid), "--json"]
         + (["--nonblocking"] if nonblocking else []),
@@ -195,7 +202,9 @@ def pyspy_dump(pid: int, nonblocking: bool = False) -> dict[int, list[tuple[str,
             (str(f["name"]), str(f["filename"]), int(f.get("line") or 0))
             for f in thread.get("frames", [])
         ]
-        out[int(thread["os_thread_id"])] = frames
+        tid = thread.get("os_thread_id") or stacks.tid(int(thread["thread_id"]))
+        if tid is not None:
+            out[int(tid)] = frames
     return out
 
 
@@ -226,13 +235,13 @@ def compare(pid: int, rounds: int, frozen: bool) -> dict[str, Any]:
             try:
                 stopped(pid)
                 before = ours(stacks)
-                truth = pyspy_dump(pid, nonblocking=True)
+                truth = pyspy_dump(pid, stacks, nonblocking=True)
             finally:
                 os.kill(pid, signal.SIGCONT)
             after = before
         else:
             before = ours(stacks)
-            truth = pyspy_dump(pid)
+            truth = pyspy_dump(pid, stacks)
             after = ours(stacks)
         counts["threads_same"] += set(truth) <= set(before) | set(after)
         for tid, want in truth.items():

@@ -8,10 +8,12 @@ through ``tstate->cframe->current_frame``, 3.13 ``tstate->current_frame`` direct
 frame's ``previous`` link and its ``owner`` (3.12+ pushes a C-stack shim frame at every entry
 into the eval loop, which is not Python code and must be skipped). All from ``offsetof`` over
 the interpreter's own internal headers, like ``gen_offsets.py``; nothing typed in by hand.
+3.8-3.10 keep heap ``PyFrameObject``s instead (``tstate->frame``, ``f_back``, an int
+``f_lasti``): ``instr_is_lasti`` tells the walker which.
 
 Usage::
 
-    python tools/gen_stack_offsets.py                      # pyenv 3.11-3.13
+    python tools/gen_stack_offsets.py                      # pyenv 3.8-3.13
     python tools/gen_stack_offsets.py /path/to/python3.12  # given interpreters
 """
 
@@ -37,12 +39,27 @@ C_SOURCE = r"""
 #include <Python.h>
 #include <stddef.h>
 #include <stdio.h>
-#include "internal/pycore_frame.h"
+#if PY_VERSION_HEX >= 0x030B0000
+#  include "internal/pycore_frame.h"
+#else
+#  include <frameobject.h>
+#endif
 #if PY_VERSION_HEX >= 0x030D0000
 #  include "internal/pycore_tstate.h"
 #endif
 
 int main(void) {
+#if PY_VERSION_HEX < 0x030B0000
+    /* 3.8-3.10: heap PyFrameObjects linked by f_back; f_lasti an int (bytes before 3.10,
+       code units in 3.10). No shim frames. */
+    printf("{\"tstate_frame\": [%zu], ", offsetof(PyThreadState, frame));
+    printf("\"frame_code\": %zu, ", offsetof(PyFrameObject, f_code));
+    printf("\"frame_instr\": %zu, ", offsetof(PyFrameObject, f_lasti));
+    printf("\"frame_previous\": %zu, ", offsetof(PyFrameObject, f_back));
+    printf("\"frame_owner\": 0, \"owner_cstack\": -1, \"instr_is_lasti\": 1, ");
+    printf("\"frame_size\": %zu}\n", sizeof(PyFrameObject));
+    return 0;
+#else
 #if PY_VERSION_HEX >= 0x030D0000
     /* 3.13: the thread state points at its innermost frame; f_executable may be a code
        object or not (shim frames own none). */
@@ -63,17 +80,19 @@ int main(void) {
 #else
     printf("\"owner_cstack\": -1, ");
 #endif
+    printf("\"instr_is_lasti\": 0, ");
     printf("\"frame_size\": %zu}\n", sizeof(struct _PyInterpreterFrame));
     return 0;
+#endif
 }
 """
 
 
 def pyenv_pythons() -> list[Path]:
-    """pyenv's CPython 3.11-3.13 (the versions whose frames live in a per-thread data stack)."""
+    """pyenv's CPython 3.8-3.13."""
     root = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions"
     found = []
-    for minor in (11, 12, 13):
+    for minor in range(8, 14):
         for d in sorted(root.glob(f"3.{minor}.*")):
             exe = d / "bin" / f"python3.{minor}"
             if exe.exists():

@@ -69,7 +69,8 @@ static uint64_t get_u64(const unsigned char *buf, Py_ssize_t off) {
  * every 20th of those wake-ups, and naming code objects once in Python (cached by address),
  * costs a few system calls per thread and no wake-up of its own.
  *
- * What is read (3.11+, frames in each thread's data stack): interp->threads.head, then per
+ * What is read (3.11+, frames in each thread's data stack; 3.8-3.10 heap frame objects through
+ * tstate->frame and f_back, with an int f_lasti): interp->threads.head, then per
  * thread state its next pointer, native thread id and current frame (3.11/3.12 through
  * tstate->cframe->current_frame, 3.13 tstate->current_frame), then frame->previous until NULL.
  * Per frame we keep (code address, code-unit index of its instruction pointer); 3.12+ C-stack
@@ -95,14 +96,16 @@ struct walk_layout {
     int owner_cstack; /* -1: no shim frames (3.11) */
     Py_ssize_t code_units; /* offset of the first code unit in a code object */
     int max_depth, max_threads;
+    int instr_is_lasti; /* 3.8-3.10: f_instr is an int f_lasti, not a pointer into the code */
 };
 
 static int parse_walk_layout(PyObject *obj, struct walk_layout *w) {
     PyObject *path;
     unsigned long long head;
-    if (!PyArg_ParseTuple(obj, "KnnOnnnnnnii", &head, &w->ts_next, &w->ts_tid, &path, &w->f_code,
-                          &w->f_prev, &w->f_instr, &w->f_owner, &w->owner_cstack, &w->code_units,
-                          &w->max_depth, &w->max_threads)) {
+    w->instr_is_lasti = 0;
+    if (!PyArg_ParseTuple(obj, "KnnOnnnnnnii|i", &head, &w->ts_next, &w->ts_tid, &path,
+                          &w->f_code, &w->f_prev, &w->f_instr, &w->f_owner, &w->owner_cstack,
+                          &w->code_units, &w->max_depth, &w->max_threads, &w->instr_is_lasti)) {
         return -1;
     }
     w->threads_head = head;
@@ -258,7 +261,12 @@ static int walk_stacks(int pid, const struct walk_layout *w, struct words *o, do
                 status = ST_DEEP;
                 break;
             }
-            int64_t index = ((int64_t)instr - (int64_t)(code + (uint64_t)w->code_units)) / 2;
+            int64_t index;
+            if (w->instr_is_lasti) {
+                index = get_i32(f, w->f_instr);
+            } else {
+                index = ((int64_t)instr - (int64_t)(code + (uint64_t)w->code_units)) / 2;
+            }
             if (index < -1 || index >= (1 << 24)) {
                 status = ST_TORN;
                 break;
@@ -333,9 +341,10 @@ PyDoc_STRVAR(stack_loop_doc,
 "Walk every thread's frames on an absolute CLOCK_MONOTONIC schedule (`period` seconds)\n"
 "until `until`, the GIL released. layout = (threads_head_address, ts_next, ts_tid,\n"
 "(ts_frame[, cframe_current_frame]), f_code, f_previous, f_instr, f_owner, owner_cstack,\n"
-"code_units_offset, max_depth, max_threads). samples: [(t, ((tid, status, frames), ...))],\n"
+"code_units_offset, max_depth, max_threads[, instr_is_lasti]). samples: [(t, ((tid, status, frames), ...))],\n"
 "status 0 ok, 1 torn (frames dropped), 2 deeper than max_depth (cut), 3 no Python frame;\n"
-"frames: bytes of (code address, code-unit index) pairs, little-endian u64, innermost first.\n"
+"frames: bytes of (code address, code-unit index) pairs, little-endian u64, innermost first\n"
+"(3.8-3.10: the index is f_lasti as the frame stores it: bytes on 3.8/3.9, units on 3.10).\n"
 "errno: 0, or why the thread list could not be read (the process exited...).");
 
 static PyObject *stack_walk(PyObject *self, PyObject *args) {
