@@ -58,8 +58,8 @@ def worker(mode: str, pid: int, seconds: float) -> None:
     from lifescope.probes.native_stacks import NativeStacks
 
     t_end = time.monotonic() + seconds
-    stacks = NativeStacks(pid)
     reader = GilReader.open(pid)  # every mode attaches both readers: equal start-up
+    stacks = NativeStacks(pid, reader)  # sharing the reader's ELF parse, as the GIL probe does
     report: dict[str, Any] = {"mode": mode}
     sample_cpu = build_cpu = 0.0
     n_samples = windows = 0

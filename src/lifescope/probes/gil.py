@@ -103,7 +103,7 @@ class GilProbe(Probe):
         try:
             if not self.native:
                 raise TasksUnavailable("the compiled GIL loop is not in use", "")
-            walker = NativeStacks(reader.pid)
+            walker = NativeStacks(reader.pid, reader)
         except (TasksUnavailable, MemoryReadError) as exc:
             self.stacks.ride_result(str(exc))
             return None, batcher_for(reader, self.native)

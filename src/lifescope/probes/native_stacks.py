@@ -117,7 +117,13 @@ class NativeStacks:
             raise TasksUnavailable(
                 "the compiled sampler (_sampler) was not built", "reinstall with a C compiler"
             )
-        binary = open_python_binary(pid, TasksUnavailable, "attach to a CPython 3.8-3.13")
+        # The GIL reader's parse of the interpreter's ELF when there is one (~0.13 s of CPU
+        # saved at attach); else our own.
+        binary = (
+            gil_reader.binary
+            if gil_reader is not None
+            else open_python_binary(pid, TasksUnavailable, "attach to a CPython 3.8-3.13")
+        )
         major, minor = binary.version
         table = load_asyncio_offsets(major, minor)
         extra = _stack_table(minor) if major == 3 else None
