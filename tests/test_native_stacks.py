@@ -188,3 +188,44 @@ def test_a_target_that_exits_ends_the_loop_with_an_error_not_an_exception(
     assert stacks.walk() == []
     samples, err = stacks.loop(0.01, time.monotonic() + 0.2)
     assert err != 0 and samples == []
+
+
+def test_the_gil_probe_sends_the_stacks_probes_windows_when_ridden(
+    spawn: Callable[..., Target],  # noqa: F811
+    tmp_path: object,
+) -> None:
+    """``LIFESCOPE_NATIVE_STACKS=1``'s wiring, without the environment: the GIL probe walks
+    and emits 1 s windows as the stacks probe, which says so and starts no py-spy."""
+    from lifescope.probes.gil import GilProbe
+    from lifescope.probes.pyspy import StacksProbe
+    from lifescope.samples import ProbeStatus, StacksWindow
+    from lifescope.target import resolve
+
+    target, spinner, _ = _start(spawn, sys.executable, os.path.join(str(tmp_path), "never"))
+    out: list[object] = []
+    watched = resolve(target.pid)
+    stacks = StacksProbe(watched, out.append)
+    stacks.ridden = True
+    gil = GilProbe(watched, out.append, stacks=stacks)
+    stacks.start()
+    gil.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and sum(isinstance(s, StacksWindow) for s in out) < 2:
+        time.sleep(0.1)
+    gil.stop()
+    stacks.stop()
+    gil.join(5)
+    stacks.join(5)
+    windows = [s for s in out if isinstance(s, StacksWindow)]
+    assert len(windows) >= 2 and stacks.process is None
+    assert all(w.rate_hz == 100.0 and 0.9 <= w.t - w.start <= 1.3 for w in windows)
+    assert windows[-1].samples >= 150  # ~100 walks × 3 threads a second, whatever the load
+    names = {
+        tuple(w.frames[i].name for i in span.stack[:3])
+        for w in windows
+        for span in w.spans
+        if span.tid == spinner
+    }
+    assert ("inner_spin", "Worker.middle", "Worker.outer") in names
+    statuses = [s for s in out if isinstance(s, ProbeStatus) and s.probe == "stacks"]
+    assert statuses and "native walker" in (statuses[-1].reason or "")
