@@ -225,9 +225,17 @@ class GilProbe(Probe):
                 runs = []
                 due = now - stacks_start >= STACK_WINDOW_S
                 if walker is not None and self.stacks is not None and due:
-                    self.stacks.emit(
-                        walker.window(pace.stack_samples, stacks_start, now, 1.0 / STACK_PERIOD_S)
-                    )
+                    try:
+                        self.stacks.emit(
+                            walker.window(
+                                pace.stack_samples, stacks_start, now, 1.0 / STACK_PERIOD_S
+                            )
+                        )
+                    except Exception as exc:  # a stacks bug must not stop the GIL probe
+                        self.stacks.errors += 1
+                        self.stacks.set_status(
+                            "degraded", f"native stack window failed: {exc!r}", None
+                        )
                     pace.stack_samples.clear()
                     stacks_start = now
                 pace.reads = pace.late = 0

@@ -370,6 +370,8 @@ class NativeStacks:
         tids = {s.tid for s in spans}
         if tids - self.thread_names.keys():
             self.thread_names.update(self.read_thread_names())
+            for tid in tids - self.thread_names.keys():
+                self.thread_names[tid] = ""  # no threading name (a C thread): do not re-read
         names = tuple(sorted((tid, self.thread_names.get(tid, "")) for tid in tids))
         annotate_source(frames, spans, self.source)
         return StacksWindow(end, start, tuple(frames), tuple(spans), names, traces, errors, rate_hz)
