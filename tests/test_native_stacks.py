@@ -117,7 +117,8 @@ def test_the_known_chain_is_read_and_an_exited_thread_disappears(
     main = stacks.frames(threads[target.pid][1])
     assert main is not None and main[0].name == "<module>"
     short_frames = stacks.frames(threads[short][1])
-    assert short_frames is not None and short_frames[0].name == "short"
+    # It polls os.path.exists: caught in there now and then.
+    assert short_frames is not None and "short" in [f.name for f in short_frames[:2]]
 
     names = stacks.read_thread_names()
     assert names.get(spinner) == "spinner" and names.get(target.pid) == "MainThread"
@@ -148,8 +149,10 @@ def test_windows_look_like_py_spy_windows(spawn: Callable[..., Target], tmp_path
     for span in window.spans:
         assert start <= span.start <= span.end <= end
         assert all(0 <= i < len(window.frames) for i in span.stack)
-    # A thread parked in one place is one span for the whole window, not one per sample.
-    assert len([s for s in window.spans if s.tid == target.pid]) == 1
+    # A thread parked in one place is one span, not one per sample (the main thread may still
+    # be between its READY print and its sleep at the first sample).
+    main = [s for s in window.spans if s.tid == target.pid]
+    assert len(main) <= 2 and main[-1].end - main[-1].start >= 0.8 * (end - start - 0.05)
     chain = {tuple(window.frames[i].name for i in s.stack[:3]) for s in window.spans}
     assert ("inner_spin", "Worker.middle", "Worker.outer") in chain
 
@@ -229,3 +232,32 @@ def test_the_gil_probe_sends_the_stacks_probes_windows_when_ridden(
     assert ("inner_spin", "Worker.middle", "Worker.outer") in names
     statuses = [s for s in out if isinstance(s, ProbeStatus) and s.probe == "stacks"]
     assert statuses and "native walker" in (statuses[-1].reason or "")
+
+
+@pytest.mark.parametrize("exe", _pythons())
+def test_the_batched_walk_reads_what_the_thread_by_thread_walk_reads(
+    spawn: Callable[..., Target],  # noqa: F811
+    exe: str,
+    tmp_path: object,
+) -> None:
+    """Parked threads (main, short) must come out byte for byte the same either way, in the
+    same thread order; the spinner's innermost frame moves, its callers must not."""
+    import dataclasses
+
+    target, spinner, short = _start(spawn, exe, os.path.join(str(tmp_path), "never"))
+    stacks = NativeStacks(target.pid)
+    walks = {}
+    for batched in (False, True):
+        layout = dataclasses.replace(stacks.layout, batched=batched).as_tuple()
+        samples, err = native_stacks._sampler.stack_walk(target.pid, layout)
+        assert err == 0
+        walks[batched] = samples[0][1]
+    assert [t[0] for t in walks[False]] == [t[0] for t in walks[True]]
+    one, batched = ({stacks.tid(r): (s, p) for r, s, p in walks[k]} for k in (False, True))
+    for tid in (target.pid, short):
+        assert one[tid] == batched[tid] and one[tid][0] == OK
+    assert one[spinner][1][16:] == batched[spinner][1][16:]
+    # In a loop, later walks reuse the previous walk's thread states (one system call).
+    samples, err = stacks.loop(0.005, time.monotonic() + 0.1)
+    assert err == 0 and len(samples) >= 5
+    assert all({stacks.tid(r) for r, _, _ in threads} == set(one) for _, threads in samples)

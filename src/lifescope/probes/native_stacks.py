@@ -95,12 +95,15 @@ class WalkLayout:
     max_threads: int = MAX_THREADS
     instr_is_lasti: bool = False
     """3.8-3.10: the frame's int ``f_lasti`` instead of an instruction pointer."""
+    batched: bool = True
+    """Read level by level, every thread per system call (``walk_batched`` in the C), rather
+    than ~3 system calls a thread; False keeps the thread-by-thread walk to compare."""
 
     def as_tuple(self) -> tuple[object, ...]:
         return (
             self.threads_head, self.ts_next, self.ts_tid, self.ts_frame, self.f_code,
             self.f_previous, self.f_instr, self.f_owner, self.owner_cstack, self.code_units,
-            self.max_depth, self.max_threads, int(self.instr_is_lasti),
+            self.max_depth, self.max_threads, int(self.instr_is_lasti), int(self.batched),
         )  # fmt: skip
 
 
