@@ -30,7 +30,7 @@ from lifescope.options import DEFAULTS, PROBES, CollectorOptions
 from lifescope.probes.base import Emit, Probe
 from lifescope.probes.budget import LEAN_SCALE, Budget
 from lifescope.probes.family import Family
-from lifescope.probes.gil import GilProbe
+from lifescope.probes.gil import NATIVE_STACKS, GilProbe
 from lifescope.probes.packets import PacketsProbe
 from lifescope.probes.pyspy import DumpProbe, StacksProbe
 from lifescope.probes.sockets import SocketsProbe
@@ -68,6 +68,13 @@ def build_probes(
         "workers": lambda: WorkersProbe(target, emit, family=family),
     }
     probes = {name: factories[name]() for name in names}
+    gil, stacks = probes.get("gil"), probes.get("stacks")
+    # Issue 17 spike: stacks from the native walker on the GIL loop; it reads one process, so a
+    # pre-fork master's workers keep py-spy (--subprocesses).
+    ridable = isinstance(gil, GilProbe) and isinstance(stacks, StacksProbe)
+    if NATIVE_STACKS and ridable and family.workers() == ():
+        stacks.ridden = True  # type: ignore[union-attr]
+        gil.stacks = stacks  # type: ignore[union-attr]
     dump = probes.get("dump")
     if isinstance(dump, DumpProbe) and "gil" in probes and "stacks" in probes:
         dump.covered_by = (probes["gil"], probes["stacks"])

@@ -29,13 +29,18 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from typing import TYPE_CHECKING
 
 from lifescope.probes.base import Emit, Probe
-from lifescope.probes.gil_batch import NATIVE, SLOW_NOTE, Pace, batcher_for
+from lifescope.probes.gil_batch import NATIVE, SLOW_NOTE, Batcher, Pace, batcher_for, native_batch
 from lifescope.probes.gil_reader import GilReader, GilUnavailable
 from lifescope.probes.memory import MemoryReadError, PreparedRead
 from lifescope.samples import FREE, UNKNOWN_HOLDER, GilInfo, GilRuns
 from lifescope.target import Target
+
+if TYPE_CHECKING:
+    from lifescope.probes.native_stacks import NativeStacks
+    from lifescope.probes.pyspy import StacksProbe
 
 DEFAULT_HZ = float(os.environ.get("LIFESCOPE_GIL_HZ", "2000"))
 IDLE_HZ = 500.0
@@ -46,6 +51,11 @@ the first read that finds the GIL held, or its switch counter moved, returns to 
 IDLE_AFTER_S = 0.2
 """Quiet this long (every read free, no switch) before slowing down."""
 EMIT_EVERY_S = 0.1
+NATIVE_STACKS = os.environ.get("LIFESCOPE_NATIVE_STACKS", "0") == "1"
+"""Issue 17 spike, off by default: the stacks probe's windows come from the native walker
+riding this loop's wake-ups (``native_stacks.py``) instead of py-spy."""
+STACK_PERIOD_S = 0.01
+STACK_WINDOW_S = 1.0
 
 
 def _realtime() -> bool:
@@ -67,12 +77,38 @@ class GilProbe(Probe):
     probe_name = "gil"
 
     def __init__(
-        self, target: Target, emit: Emit, rate_hz: float = DEFAULT_HZ, native: bool = NATIVE
+        self,
+        target: Target,
+        emit: Emit,
+        rate_hz: float = DEFAULT_HZ,
+        native: bool = NATIVE,
+        stacks: StacksProbe | None = None,
     ) -> None:
         super().__init__(target, emit)
         self.rate_hz = rate_hz
         self.native = native and NATIVE
         """Sample in the compiled loop (`_sampler.c`) when it was built; else in Python."""
+        self.stacks = stacks
+        """The stacks probe whose windows this loop takes, one walk every 10 ms (spike)."""
+
+    def _ride(self, reader: GilReader) -> tuple[NativeStacks | None, Batcher]:
+        """The native stack walker on this loop, if asked for and it attaches; else the plain
+        batch loop, and the stacks probe told to run py-spy."""
+        layout = reader.batch_layout
+        if self.stacks is None:
+            return None, batcher_for(reader, self.native)
+        from lifescope.probes.errors import TasksUnavailable
+        from lifescope.probes.native_stacks import NativeStacks
+
+        try:
+            if not self.native:
+                raise TasksUnavailable("the compiled GIL loop is not in use", "")
+            walker = NativeStacks(reader.pid, reader)
+        except (TasksUnavailable, MemoryReadError) as exc:
+            self.stacks.ride_result(str(exc))
+            return None, batcher_for(reader, self.native)
+        self.stacks.ride_result(None)
+        return walker, native_batch(layout, reader.pid, walker.layout.as_tuple(), STACK_PERIOD_S)
 
     def sample_loop(self) -> None:
         try:
@@ -135,7 +171,8 @@ class GilProbe(Probe):
             last=first_raw,
             reads=1,
         )
-        batch = batcher_for(reader, self.native)
+        walker, batch = self._ride(reader)
+        stacks_start = now
         next_emit = now + EMIT_EVERY_S
         while not self.stopping:
             try:
@@ -186,6 +223,21 @@ class GilProbe(Probe):
                 else:
                     self.set_status("ok", note)
                 runs = []
+                due = now - stacks_start >= STACK_WINDOW_S
+                if walker is not None and self.stacks is not None and due:
+                    try:
+                        self.stacks.emit(
+                            walker.window(
+                                pace.stack_samples, stacks_start, now, 1.0 / STACK_PERIOD_S
+                            )
+                        )
+                    except Exception as exc:  # a stacks bug must not stop the GIL probe
+                        self.stacks.errors += 1
+                        self.stacks.set_status(
+                            "degraded", f"native stack window failed: {exc!r}", None
+                        )
+                    pace.stack_samples.clear()
+                    stacks_start = now
                 pace.reads = pace.late = 0
                 window_start = now
                 last_switch = value.switch_number

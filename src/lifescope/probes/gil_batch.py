@@ -43,6 +43,8 @@ SLOW_NOTE = (
 if TYPE_CHECKING:  # a runtime `tuple[...]` would fail on the 3.8 hosts ssh:// bundles run on
     Change = tuple[float, float, bytes]
     """(time of the read before, time of this read, its bytes): a read unlike the one before."""
+    StackSample = tuple[float, tuple[tuple[int, int, bytes], ...]]
+    """(time of the walk, (tid, status, packed frames) per thread): `native_stacks.Sample`."""
 
 
 @dataclass
@@ -60,6 +62,9 @@ class Pace:
     reads: int = 0
     late: int = 0
     changes: list[Change] = field(default_factory=list)
+    stack_samples: list[StackSample] = field(default_factory=list)
+    """Stack samples the native loop took on its GIL wake-ups (see :func:`native_batch`)."""
+    next_stack: float = 0.0
 
 
 class Batcher(Protocol):
@@ -118,19 +123,35 @@ def python_batch(prepared: PreparedRead, layout: BatchLayout, pid: int) -> Batch
     return run
 
 
-def native_batch(layout: BatchLayout, pid: int) -> Batcher:
-    """The same loop in C (`_sampler.gil_batch`), the GIL released for the whole batch."""
+def native_batch(
+    layout: BatchLayout,
+    pid: int,
+    stacks: tuple[object, ...] | None = None,
+    stack_period: float = 0.01,
+) -> Batcher:
+    """The same loop in C (`_sampler.gil_batch`), the GIL released for the whole batch.
+
+    With ``stacks`` (a :class:`~lifescope.probes.native_stacks.WalkLayout` as a tuple), the
+    first GIL read at or after each ``stack_period`` also walks every thread's frames, so one
+    wake-up serves both probes (issue 17 spike); the samples go to ``pace.stack_samples``."""
     assert _sampler is not None
     regions = list(layout.regions)
 
     def run(pace: Pace, until: float, known: tuple[int, ...]) -> None:
-        changes, reads, late, next_read, step, quiet_since, previous, last, err = (
-            _sampler.gil_batch(
-                pid, regions, pace.last, layout.locked, layout.holder, layout.switch,
-                layout.counter, known, pace.next_read, pace.step, pace.period,
-                pace.idle_period, pace.idle_after, pace.quiet_since, pace.previous, until,
-            )
+        extra: tuple[object, ...] = ()
+        if stacks is not None:
+            if pace.next_stack <= 0:
+                pace.next_stack = pace.next_read
+            extra = (stacks, stack_period, pace.next_stack)
+        out = _sampler.gil_batch(
+            pid, regions, pace.last, layout.locked, layout.holder, layout.switch,
+            layout.counter, known, pace.next_read, pace.step, pace.period,
+            pace.idle_period, pace.idle_after, pace.quiet_since, pace.previous, until, *extra,
         )  # fmt: skip
+        changes, reads, late, next_read, step, quiet_since, previous, last, err = out[:9]
+        if stacks is not None:
+            pace.stack_samples.extend(out[9])
+            pace.next_stack = out[10]
         pace.changes.extend(changes)
         pace.reads += reads
         pace.late += late

@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -229,19 +230,27 @@ def parse_chrometrace(
     for who in list(current):
         close(who, last_ts)
     if source is not None:
-        # Innermost frames (what a thread sits in: `cur.execute(...)`), and the application's
-        # own frames anywhere (the line that calls the next handler tells middleware apart).
-        innermost = {span.stack[0] for span in spans if span.stack}
-        innermost |= {i for i, f in enumerate(frames) if innermost_kind(f.file) == "app"}
-        calls_next = getattr(source, "calls_next", None)
-        for index in innermost:
-            frame = frames[index]
-            code = source(frame.file, frame.line)
-            chains = bool(calls_next and innermost_kind(frame.file) == "app"
-                          and calls_next(frame.file, frame.line))  # fmt: skip
-            if code is not None or chains:
-                frames[index] = Frame(frame.name, frame.file, frame.line, code, chains)
+        annotate_source(frames, spans, source)
     return tuple(frames), tuple(spans), tuple(sorted(names.items()))
+
+
+def annotate_source(
+    frames: list[Frame], spans: Sequence[StackSpan], source: Callable[[str, int], str | None]
+) -> None:
+    """Give frames their source line, in place: innermost frames (what a thread sits in:
+    `cur.execute(...)`), and the application's own frames anywhere (the line that calls the
+    next handler tells middleware apart). Shared by py-spy's windows and the native walker's
+    (`native_stacks.py`), so the analysis sees the same frames from either."""
+    innermost = {span.stack[0] for span in spans if span.stack}
+    innermost |= {i for i, f in enumerate(frames) if innermost_kind(f.file) == "app"}
+    calls_next = getattr(source, "calls_next", None)
+    for index in innermost:
+        frame = frames[index]
+        code = source(frame.file, frame.line)
+        chains = bool(calls_next and innermost_kind(frame.file) == "app"
+                      and calls_next(frame.file, frame.line))  # fmt: skip
+        if code is not None or chains:
+            frames[index] = Frame(frame.name, frame.file, frame.line, code, chains)
 
 
 class SourceLines:
@@ -359,6 +368,27 @@ class StacksProbe(Probe):
         self.source = SourceLines(target.pid)
         self.tids = TidMap(target.pid)
         self._worker_tids: dict[int, TidMap] = {}
+        self.ridden = False
+        """Issue 17 spike: the GIL probe may take this probe's windows from the native walker
+        (``gil.NATIVE_STACKS``); it says whether it could with :meth:`ride_result`."""
+        self._ride = threading.Event()
+        self._ride_error: str | None = None
+
+    def ride_result(self, error: str | None) -> None:
+        """The GIL probe's answer: None (it sends the windows) or why it cannot."""
+        self._ride_error = error
+        self._ride.set()
+
+    def _wait_ridden(self) -> bool:
+        """True while the GIL probe sends the windows; False: run py-spy as always."""
+        if not self.ridden:
+            return False
+        if not self._ride.wait(10.0) or self._ride_error is not None:
+            return False
+        self.set_status("ok", "stacks from lifescope's native walker, on the GIL loop (spike)")
+        while self.sleep(1.0):
+            pass
+        return True
 
     def stop(self) -> None:
         super().stop()
@@ -368,6 +398,8 @@ class StacksProbe(Probe):
                 proc.send_signal(signal.SIGINT)  # py-spy flushes and exits on SIGINT
 
     def sample_loop(self) -> None:
+        if self._wait_ridden():
+            return
         binary = find_pyspy()
         if binary is None:
             self.set_status(
