@@ -12,7 +12,7 @@ import pytest
 
 from lifescope.analysis import report
 from lifescope.probes import gil_reader, offsets
-from lifescope.probes.gil_reader import GilReader, GilUnavailable
+from lifescope.probes.gil_reader import GilRead, GilReader, GilUnavailable
 from lifescope.session import collect
 from tests.interpreters import python_for
 
@@ -37,6 +37,19 @@ time.sleep(0.3)
 print("READY", flush=True)
 time.sleep(120)
 """
+
+def _held_reads(reader: GilReader, count: int, within: float) -> list[GilRead]:
+    """Up to `count` reads that found the GIL held, read 2,000 times a second for at most
+    `within` seconds: a spinner on a loaded machine may not run during any given 2 ms."""
+    held: list[GilRead] = []
+    deadline = time.monotonic() + within
+    while len(held) < count and time.monotonic() < deadline:
+        read = reader.read()
+        if read.locked:
+            held.append(read)
+        time.sleep(0.0005)
+    return held
+
 
 VERSIONS = ["3.13", "3.14", "3.15", "3.14-container", "3.15-container"]
 
@@ -105,13 +118,7 @@ def test_forked_worker_keeping_its_parents_thread_id(python_target, version: str
         # The child only spins, so it holds the GIL once it runs at all; on a loaded machine
         # it may not have been scheduled yet when READY arrives: read until it has been seen
         # holding it 150 times (bounded), rather than assuming it runs by now.
-        held: list[object] = []
-        deadline = time.monotonic() + 10
-        while len(held) < 150 and time.monotonic() < deadline:
-            read = reader.read()
-            if read.locked:
-                held.append(read)
-            time.sleep(0.0005)
+        held = _held_reads(reader, 150, within=10.0)
         assert len(held) >= 150
         assert {r.holder_tid for r in held} == {child}  # type: ignore[attr-defined]
     finally:
@@ -142,13 +149,7 @@ def test_untested_newer_version_is_attempted_and_says_what_validated(
     assert reader._layout.tstate_tid_off == real_load(3, 15).tstate["native_thread_id"]
     # Over up to 3 s, not 300 back-to-back reads: those span ~2 ms, and once (a CPU hog on
     # the machine) none of them found the spinner's GIL held.
-    held = []
-    deadline = time.monotonic() + 3.0
-    while len(held) < 50 and time.monotonic() < deadline:
-        read = reader.read()
-        if read.locked:
-            held.append(read)
-        time.sleep(0.0005)
+    held = _held_reads(reader, 50, within=3.0)
     tasks = {int(t) for t in __import__("os").listdir(f"/proc/{proc.target_pid}/task")}
     assert held and all(r.holder_tid in tasks for r in held)
 

@@ -600,6 +600,7 @@ static int walk(int pid, const struct walk_layout *w, struct words *o, double t,
  * first: equal stacks compare equal as bytes, so the caller can collapse a thread parked in
  * one place without decoding anything. */
 static PyObject *samples_to_list(const struct words *o) {
+    if (o->oom) return PyErr_NoMemory(); /* a walk could not grow the buffer: no partial list */
     PyObject *out = PyList_New(0);
     if (out == NULL) return NULL;
     size_t i = 0;
@@ -665,10 +666,6 @@ static PyObject *stack_walk(PyObject *self, PyObject *args) {
     err = walk(pid, &w, &o, now_s(), &ws);
     Py_END_ALLOW_THREADS
     ws_free(&ws);
-    if (o.oom) {
-        PyMem_RawFree(o.v);
-        return PyErr_NoMemory();
-    }
     PyObject *samples = samples_to_list(&o);
     PyMem_RawFree(o.v);
     if (samples == NULL) return NULL;
@@ -705,10 +702,6 @@ static PyObject *stack_loop(PyObject *self, PyObject *args) {
     }
     Py_END_ALLOW_THREADS
     ws_free(&ws);
-    if (o.oom) {
-        PyMem_RawFree(o.v);
-        return PyErr_NoMemory();
-    }
     PyObject *samples = samples_to_list(&o);
     PyMem_RawFree(o.v);
     if (samples == NULL) return NULL;
@@ -893,10 +886,6 @@ static PyObject *gil_batch(PyObject *self, PyObject *args) {
         Py_DECREF(item);
     }
     if (with_stacks) {
-        if (stacks.oom) {
-            PyErr_NoMemory();
-            goto done_buf;
-        }
         PyObject *samples = samples_to_list(&stacks);
         if (samples == NULL) goto done_buf;
         result = Py_BuildValue("(Ollddddy#iNdi)", changes, reads, late, next_read, step,
