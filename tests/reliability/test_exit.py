@@ -50,6 +50,15 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
+def _cmdline(proc: psutil.Process) -> list[str]:
+    """A process in the tree may be a short-lived child that has just exited (a zombie until
+    its parent reaps it); it has no command line left to read, and nothing left to outlive us."""
+    try:
+        return proc.cmdline()
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return []
+
+
 def _tree(pid: int) -> list[psutil.Process]:
     root = psutil.Process(pid)
     return [root, *root.children(recursive=True)]
@@ -61,7 +70,7 @@ def _wait_gone(procs: list[psutil.Process]) -> float:
         if not any(_alive(p) for p in procs):
             return time.monotonic() - started
         time.sleep(0.05)
-    left = [f"{p.pid} {' '.join(p.cmdline()[:4])}" for p in procs if _alive(p)]
+    left = [f"{p.pid} {' '.join(_cmdline(p)[:4])}" for p in procs if _alive(p)]
     raise AssertionError(f"still running {GONE_WITHIN_S} s later: {left}")
 
 
@@ -82,7 +91,7 @@ def test_ending_the_demo_ends_everything_it_started(how: str, busy_machine: None
         wait_for(lambda: "● live" in tmux.screen() and len(ui.children()) >= 3, timeout=40)
         wait_for(lambda: any(p.name() == "py-spy" for p in ui.children(recursive=True)), timeout=20)
         procs = _tree(ui.pid)
-        names = {" ".join(p.cmdline()[1:3]) for p in procs}
+        names = {" ".join(_cmdline(p)[1:3]) for p in procs}
         assert {
             "-m lifescope.demo.server",
             "-m lifescope.demo.load",
@@ -132,9 +141,9 @@ def test_demo_web_leaves_nothing_running(how: str, busy_machine: None) -> None:
         if how == "tab closed":
             # The visitor's attach and its collector end; the demo stays for the next visitor.
             visitor = [
-                p for p in procs if "attach" in p.cmdline() or "lifescope.collector" in p.cmdline()
+                p for p in procs if "attach" in _cmdline(p) or "lifescope.collector" in _cmdline(p)
             ]
-            assert len(visitor) >= 2, [p.cmdline() for p in procs]
+            assert len(visitor) >= 2, [_cmdline(p) for p in procs]
             took = _wait_gone(visitor)
             assert demo.poll() is None
         else:
@@ -158,7 +167,7 @@ def test_a_killed_ui_takes_its_collector_with_it() -> None:
         assert target.stdout is not None and target.stdout.readline().startswith(b"READY")
         ui = psutil.Process(tmux.start(f"exec {sys.executable} -m lifescope attach {target.pid}"))
         wait_for(
-            lambda: any("lifescope.collector" in p.cmdline() for p in ui.children()), timeout=30
+            lambda: any("lifescope.collector" in _cmdline(p) for p in ui.children()), timeout=30
         )
         procs = _tree(ui.pid)
         ui.kill()
