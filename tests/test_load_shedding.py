@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import time
 
@@ -86,11 +87,17 @@ def test_a_saturated_machine_slows_sampling_and_full_rate_does_not(python_target
     assert info is not None and info.rate_hz == 500 and not info.realtime, info  # re-sent
     before, after = _gil_rates(shed)
     assert before and after, (before, after)
-    assert min(before) > 1500, before  # full rate until the machine had been busy for 2 s
+    # Full rate until the machine had been busy for 2 s. One batch of the target starved of a
+    # CPU for over 0.2 s reads a quiet GIL at the idle rate (IDLE_HZ, 500/s) for a while, not
+    # because of shedding (seen once under a CPU hog: a batch at 870 reads/s among 2,000s),
+    # so most batches must be at full rate and none as slow as a whole shed one.
+    assert statistics.median(before) > 1500 and min(before) > 2000 * SHED_SCALE * 1.2, before
     assert max(after) < 2000 * SHED_SCALE * 1.2, after  # ~500 reads/s once shedding
 
     full_costs = full.window().costs
     assert all(c.rate_scale == 1.0 for c in full_costs)
     all_full, after_full = _gil_rates(full)
     assert after_full == []  # never shed ...
-    assert all_full and min(all_full) > 1500, all_full  # ... and 2 kHz on the same busy box
+    # ... and 2 kHz on the same busy box (idle batches of a starved target aside, as above)
+    assert all_full and statistics.median(all_full) > 1500, all_full
+    assert min(all_full) > 2000 * SHED_SCALE * 1.2, all_full

@@ -448,13 +448,17 @@ def analyse(
     time_in: defaultdict[str, float] = defaultdict(float)
     """Seconds of request time per layer."""
     in_flight: list[InFlight] = []
+    asked_at = _listed_at(thread_samples, end)
     for tid, parts in segments.items():
         for lo, hi, decision in parts:
             time_in[decision.layer] += hi - lo
-        last_lo, last_hi, last = parts[-1]
-        if end - last_hi < 0.05:  # in this state at the last stack sample: in flight now
+        upto = [part for part in parts if part[0] <= asked_at + 0.05]
+        if not upto:
+            continue
+        last_lo, last_hi, last = upto[-1]
+        if asked_at - last_hi < 0.05:  # in this state at the last stack sample: in flight now
             since = last_lo
-            for lo, hi, decision in reversed(parts[:-1]):
+            for lo, hi, decision in reversed(upto[:-1]):
                 if decision.layer != last.layer or since - hi > 0.05:
                     break
                 since = lo
@@ -540,6 +544,18 @@ def analyse(
     if concurrency.gevent_hub(stacks):
         measured += " (gevent: only the running greenlet is visible; parked ones are unknown)"
     return LayerStats(shares, {k: n for k, n in now.items() if n}, tuple(in_flight), measured)
+
+
+def _listed_at(threads: Sequence[ThreadsSample], end: float) -> float:
+    """The moment "in flight now" is asked at: the last stack sample, or the last listing of
+    the live threads when that is older. py-spy keeps an exited thread's last stack until its
+    recording ends, and only a listing shows the thread gone (``lifetimes.clip``); after the
+    last one, a thread-per-request server's threads that exited since would all read as
+    serving (6 for 4 clients once, under a CPU hog). A listing over a second old (the
+    threads probe stalled or absent) is not waited for."""
+    if threads and end - 1.0 < threads[-1].t < end:
+        return threads[-1].t
+    return end
 
 
 def _code_covered(
