@@ -82,7 +82,7 @@ def worker(mode: str, pid: int, seconds: float) -> None:
     else:
         layout = reader.batch_layout
         lay = stacks.layout.as_tuple() if mode == "gil+stacks" else None
-        run = native_batch(layout, pid, lay, 0.01)
+        run = native_batch(layout, pid, lay)
         raw = PreparedRead(pid, layout.regions).read()
         now = time.monotonic()
         pace = Pace(0.0005, 0.002, 0.2, now, 0.0005, now, now, raw, reads=1)

@@ -165,7 +165,7 @@ def test_the_gil_loop_carries_the_walks(spawn: Callable[..., Target], tmp_path: 
     target, spinner, _ = _start(spawn, sys.executable, os.path.join(str(tmp_path), "never"))
     stacks = NativeStacks(target.pid)
     with GilReader.open(target.pid) as reader:
-        run = native_batch(reader.batch_layout, target.pid, stacks.layout.as_tuple(), 0.01)
+        run = native_batch(reader.batch_layout, target.pid, stacks.layout.as_tuple())
         raw = PreparedRead(target.pid, reader.batch_layout.regions).read()
         now = time.monotonic()
         pace = Pace(0.0005, 0.002, 0.2, now, 0.0005, now, now, raw, reads=1)
@@ -256,7 +256,7 @@ def test_the_batched_walk_reads_what_the_thread_by_thread_walk_reads(
     one, batched = ({stacks.tid(r): (s, p) for r, s, p in walks[k]} for k in (False, True))
     for tid in (target.pid, short):
         assert one[tid] == batched[tid] and one[tid][0] == OK
-    assert one[spinner][1][16:] == batched[spinner][1][16:]
+    assert one[spinner][1][16:] == batched[spinner][1][16:], (one[spinner], batched[spinner])
     # In a loop, later walks reuse the previous walk's thread states (one system call).
     samples, err = stacks.loop(0.005, time.monotonic() + 0.1)
     assert err == 0 and len(samples) >= 5

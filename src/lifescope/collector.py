@@ -69,7 +69,7 @@ def build_probes(
     }
     probes = {name: factories[name]() for name in names}
     gil, stacks = probes.get("gil"), probes.get("stacks")
-    # Issue 17 spike: stacks from the native walker on the GIL loop; it reads one process, so a
+    # Stacks from the native walker on the GIL loop (issue 17); it reads one process, so a
     # pre-fork master's workers keep py-spy (--subprocesses).
     ridable = isinstance(gil, GilProbe) and isinstance(stacks, StacksProbe)
     if NATIVE_STACKS and ridable and family.workers() == ():

@@ -51,10 +51,11 @@ the first read that finds the GIL held, or its switch counter moved, returns to 
 IDLE_AFTER_S = 0.2
 """Quiet this long (every read free, no switch) before slowing down."""
 EMIT_EVERY_S = 0.1
-NATIVE_STACKS = os.environ.get("LIFESCOPE_NATIVE_STACKS", "0") == "1"
-"""Issue 17 spike, off by default: the stacks probe's windows come from the native walker
-riding this loop's wake-ups (``native_stacks.py``) instead of py-spy."""
-STACK_PERIOD_S = 0.01
+NATIVE_STACKS = os.environ.get("LIFESCOPE_NATIVE_STACKS", "1") != "0"
+"""The stacks probe's windows come from the native walker riding this loop's wake-ups
+(``native_stacks.py``): a walk costs ~40 µs where a py-spy sample costs ~500 µs and its own
+process (issue 17). ``LIFESCOPE_NATIVE_STACKS=0`` goes back to py-spy, which is also what
+runs wherever the walker cannot (no compiled loop, 3.14+, pre-fork workers)."""
 STACK_WINDOW_S = 1.0
 
 
@@ -89,7 +90,7 @@ class GilProbe(Probe):
         self.native = native and NATIVE
         """Sample in the compiled loop (`_sampler.c`) when it was built; else in Python."""
         self.stacks = stacks
-        """The stacks probe whose windows this loop takes, one walk every 10 ms (spike)."""
+        """The stacks probe whose windows this loop takes, at the rate py-spy would sample."""
 
     def _ride(self, reader: GilReader) -> tuple[NativeStacks | None, Batcher]:
         """The native stack walker on this loop, if asked for and it attaches; else the plain
@@ -108,18 +109,24 @@ class GilProbe(Probe):
             self.stacks.ride_result(str(exc))
             return None, batcher_for(reader, self.native)
         self.stacks.ride_result(None)
-        return walker, native_batch(layout, reader.pid, walker.layout.as_tuple(), STACK_PERIOD_S)
+        return walker, native_batch(layout, reader.pid, walker.layout.as_tuple())
 
     def sample_loop(self) -> None:
         try:
-            reader = GilReader.open(self.target.pid)
-        except GilUnavailable as exc:
-            self.set_status(exc.status, exc.reason, exc.remedy or "none")
-            return
-        try:
-            self._loop(reader)
+            try:
+                reader = GilReader.open(self.target.pid)
+            except GilUnavailable as exc:
+                self.set_status(exc.status, exc.reason, exc.remedy or "none")
+                return
+            try:
+                self._loop(reader)
+            finally:
+                reader.close()
         finally:
-            reader.close()
+            if self.stacks is not None and not self.stacks.ride_answered:
+                # The loop never rode: the stacks probe runs py-spy instead, at once.
+                said = self._status[1] if self._status is not None else None
+                self.stacks.ride_result(said or "the GIL loop did not start")
 
     def _loop(self, reader: GilReader) -> None:
         period = 1.0 / self.rate_hz
@@ -172,6 +179,8 @@ class GilProbe(Probe):
             reads=1,
         )
         walker, batch = self._ride(reader)
+        if walker is not None and self.stacks is not None:
+            pace.stack_period = 1.0 / self.stacks.walk_rate(self.budget.scale)
         stacks_start = now
         next_emit = now + EMIT_EVERY_S
         while not self.stopping:
@@ -228,7 +237,7 @@ class GilProbe(Probe):
                     try:
                         self.stacks.emit(
                             walker.window(
-                                pace.stack_samples, stacks_start, now, 1.0 / STACK_PERIOD_S
+                                pace.stack_samples, stacks_start, now, 1.0 / pace.stack_period
                             )
                         )
                     except Exception as exc:  # a stacks bug must not stop the GIL probe
@@ -238,6 +247,7 @@ class GilProbe(Probe):
                         )
                     pace.stack_samples.clear()
                     stacks_start = now
+                    pace.stack_period = 1.0 / self.stacks.walk_rate(self.budget.scale)
                 pace.reads = pace.late = 0
                 window_start = now
                 last_switch = value.switch_number

@@ -65,6 +65,8 @@ class Pace:
     stack_samples: list[StackSample] = field(default_factory=list)
     """Stack samples the native loop took on its GIL wake-ups (see :func:`native_batch`)."""
     next_stack: float = 0.0
+    stack_period: float = 0.01
+    """Between stack walks; the GIL probe lowers the rate with the thread count and the budget."""
 
 
 class Batcher(Protocol):
@@ -127,13 +129,12 @@ def native_batch(
     layout: BatchLayout,
     pid: int,
     stacks: tuple[object, ...] | None = None,
-    stack_period: float = 0.01,
 ) -> Batcher:
     """The same loop in C (`_sampler.gil_batch`), the GIL released for the whole batch.
 
     With ``stacks`` (a :class:`~lifescope.probes.native_stacks.WalkLayout` as a tuple), the
-    first GIL read at or after each ``stack_period`` also walks every thread's frames, so one
-    wake-up serves both probes (issue 17 spike); the samples go to ``pace.stack_samples``."""
+    first GIL read at or after each ``pace.stack_period`` also walks every thread's frames, so
+    one wake-up serves both probes (issue 17); the samples go to ``pace.stack_samples``."""
     assert _sampler is not None
     regions = list(layout.regions)
 
@@ -142,7 +143,7 @@ def native_batch(
         if stacks is not None:
             if pace.next_stack <= 0:
                 pace.next_stack = pace.next_read
-            extra = (stacks, stack_period, pace.next_stack)
+            extra = (stacks, pace.stack_period, pace.next_stack)
         out = _sampler.gil_batch(
             pid, regions, pace.last, layout.locked, layout.holder, layout.switch,
             layout.counter, known, pace.next_read, pace.step, pace.period,

@@ -369,7 +369,7 @@ class StacksProbe(Probe):
         self.tids = TidMap(target.pid)
         self._worker_tids: dict[int, TidMap] = {}
         self.ridden = False
-        """Issue 17 spike: the GIL probe may take this probe's windows from the native walker
+        """The GIL probe may take this probe's windows from the native walker
         (``gil.NATIVE_STACKS``); it says whether it could with :meth:`ride_result`."""
         self._ride = threading.Event()
         self._ride_error: str | None = None
@@ -379,13 +379,26 @@ class StacksProbe(Probe):
         self._ride_error = error
         self._ride.set()
 
+    @property
+    def ride_answered(self) -> bool:
+        return self._ride.is_set()
+
+    def walk_rate(self, scale: float) -> int:
+        """Stacks a second, for py-spy or the walker alike: fewer with many threads (the cost
+        is per thread), fewer while the machine's budget sheds load, never under 10 Hz."""
+        workers = self.family.workers() if self.family is not None else ()
+        threads = sum(thread_count(pid) for pid in (self.target.pid, *workers))
+        rate = stacks_rate_for(threads, self.max_rate_hz)
+        self.rate_hz = max(min(rate, MIN_STACKS_HZ), round(rate * scale))
+        return self.rate_hz
+
     def _wait_ridden(self) -> bool:
         """True while the GIL probe sends the windows; False: run py-spy as always."""
         if not self.ridden:
             return False
         if not self._ride.wait(10.0) or self._ride_error is not None:
             return False
-        self.set_status("ok", "stacks from lifescope's native walker, on the GIL loop (spike)")
+        self.set_status("ok", "stacks from lifescope's native walker, on the GIL loop")
         while self.sleep(1.0):
             pass
         return True
@@ -431,9 +444,7 @@ class StacksProbe(Probe):
         self._runs += 1
         seconds = max(1, round(run_s))
         workers = self.family.workers() if self.family is not None else ()
-        threads = sum(thread_count(pid) for pid in (self.target.pid, *workers))
-        rate = stacks_rate_for(threads, self.max_rate_hz)
-        self.rate_hz = max(min(rate, MIN_STACKS_HZ), round(rate * self.budget.scale))
+        self.walk_rate(self.budget.scale)
         argv = [
             binary,
             "record",
