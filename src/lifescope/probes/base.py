@@ -16,6 +16,8 @@ from lifescope.samples import ProbeStatus, Sample
 from lifescope.target import Target
 
 Emit = Callable[[Sample], None]
+SHORT_SLEEP_S = 0.05
+"""Waits up to this long are plain sleeps (see :meth:`Probe.sleep`)."""
 
 
 class Probe(threading.Thread):
@@ -51,8 +53,16 @@ class Probe(threading.Thread):
         return self._stop_event.is_set()
 
     def sleep(self, seconds: float) -> bool:
-        """Wait, waking early on stop; returns False when the probe should end."""
-        return not self._stop_event.wait(max(0.0, seconds))
+        """Wait, waking early on stop; returns False when the probe should end.
+
+        A short wait is a plain ``time.sleep`` and the stop flag is checked after it: an
+        ``Event.wait`` allocates a lock and waits on it, ~25 µs more CPU a call measured here
+        (60-73 µs against 36-48 µs for a 10 ms wait), and the threads probe waits 100 times a
+        second. A stop then takes at most ``SHORT_SLEEP_S`` longer to be seen."""
+        if seconds <= SHORT_SLEEP_S:
+            time.sleep(max(0.0, seconds))
+            return not self._stop_event.is_set()
+        return not self._stop_event.wait(seconds)
 
     def emit(self, sample: Sample) -> None:
         self.samples += 1
