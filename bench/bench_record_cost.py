@@ -265,7 +265,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--base", help="another source tree (its src/) to run as `base`")
-    parser.add_argument("--per-probe", default="", help="comma-separated probes, each alone")
+    parser.add_argument(
+        "--per-probe",
+        default="",
+        help="comma-separated probes, each alone; gil+stacks runs those two together",
+    )
     parser.add_argument("--probe-seconds", type=float, default=10.0)
     parser.add_argument("--probe-rounds", type=int, default=3)
     parser.add_argument("--anchors", action="store_true", help="py-spy record on the target")
@@ -331,7 +335,7 @@ def main() -> int:
             if args.per_probe and version == "3.11":
                 per: dict[str, Any] = {}
                 for probe in args.per_probe.split(","):
-                    extra = ["--probes", probe, "--full-rate"]
+                    extra = ["--probes", probe.replace("+", ","), "--full-rate"]
                     ptools = tools_for(
                         target, args.probe_seconds, args.base, args.skip_self, out, extra
                     )
