@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 from textual.widgets import DataTable, Static
 
 from lifescope.analysis import report
@@ -119,16 +120,23 @@ def test_an_upgraded_or_low_mapping_interpreter_is_not_an_exec(python_target, tm
     assert target.alive()
 
 
-def test_missing_pyspy_disables_stacks_only(python_target, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("walker", [True, False])
+def test_missing_pyspy_disables_stacks_only(python_target, monkeypatch, walker: bool) -> None:  # type: ignore[no-untyped-def]
+    """Without py-spy the dump probe cannot run; stacks still come from our own walker on a
+    single 3.8-3.13 process, and are unavailable, with the remedy, where py-spy takes them."""
     monkeypatch.setenv("LIFESCOPE_PYSPY", "/nonexistent/py-spy")
+    if not walker:
+        monkeypatch.setenv("LIFESCOPE_NATIVE_STACKS", "0")
     proc = python_target(BUSY)
-    result = report.build(collect(proc.pid, 2.0).window())
+    timeline = collect(proc.pid, 2.0)
+    result = report.build(timeline.window())
     probes = {p.name: p for p in result.probes}
-    for name in ("stacks", "dump"):
+    for name in ("dump",) if walker else ("stacks", "dump"):
         assert probes[name].status == "unavailable"
         assert probes[name].remedy and "pip install py-spy" in probes[name].remedy
-    for name in ("gil", "threads", "sockets"):
+    for name in ("gil", "threads", "sockets", *(("stacks",) if walker else ())):
         assert probes[name].status == "ok", probes[name]
+    assert bool(timeline.window().stacks) == walker
     assert result.gil.held_share is not None and result.gil.held_share > 0.8
 
 
