@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from lifescope.analysis import report
-from lifescope.analysis.layers import classify
+from lifescope.analysis.layers import analyse, classify
 from lifescope.demo.children import start_demo_server
 from lifescope.rules import load as load_rules
-from lifescope.samples import Frame
+from lifescope.samples import Frame, StackSpan, StacksWindow, ThreadsSample, ThreadStat
 from lifescope.session import collect
 from lifescope.timeline import Timeline
 from tests.conftest import PYTHON, free_port, stop_pid, wait_for
@@ -305,7 +305,10 @@ app = FastAPI()
 
 @app.get("/wait")
 async def wait():
-    await asyncio.sleep(0.2)  # the handler waits: layer 4, parked as a task
+    # The handler waits: layer 4, parked as a task. A second, not 0.2 s: under a CPU hog
+    # the rest of a request's round trip took long enough that the last tasks sample once
+    # found only 1 of the 4 clients' requests parked.
+    await asyncio.sleep(1.0)
     return "ok"
 """
 
@@ -495,6 +498,32 @@ def test_a_thread_that_served_a_request_and_exited_is_not_in_flight(python_targe
 
 
 # --- rules, pure ------------------------------------------------------------------------
+
+
+def test_a_thread_missing_from_the_last_listing_is_not_in_flight() -> None:
+    """The moment of the hog run that read 6 in flight for 4 clients, as data: listings at a
+    shed 25 Hz, four threads in their handler at the last walk, two more whose handler spans
+    end 10 and 25 ms before the last listing because they exited (the walker's next walk, or
+    `lifetimes.clip`'s midpoint) — inside the 50 ms that bridges stack samples and listings."""
+    rules, _ = load_rules(user_dir=None)
+    server = "/usr/lib/python3.11/http/server.py"
+    frames = (
+        Frame("Handler.do_GET", "/srv/app.py", 7, code="time.sleep(0.2)"),
+        Frame("BaseHTTPRequestHandler.handle_one_request", server, 424),
+        Frame("BaseHTTPRequestHandler.handle", server, 436),
+    )
+    serving, exited = (11, 12, 13, 14), (21, 22)
+    ends = {21: 9.99, 22: 9.975}  # the last listing is at 10.0, the last walk at 10.02
+    spans = [StackSpan(tid, 9.85, 10.02, (0, 1, 2)) for tid in serving]
+    spans += [StackSpan(tid, 9.8, ends[tid], (0, 1, 2)) for tid in exited]
+    window = StacksWindow(10.02, 9.02, frames, tuple(spans), (), 600, 0, 100.0)
+
+    def listing(t: float, tids: tuple[int, ...]) -> ThreadsSample:
+        return ThreadsSample(t, tuple(ThreadStat(tid, "t", "S", 0, 230, 0) for tid in tids))
+
+    threads = [listing(9.96, (1, *serving, *exited)), listing(10.0, (1, *serving))]
+    stats = analyse([window], [], None, [], rules, 9.02, 10.02, threads)
+    assert sorted(f.thread or 0 for f in stats.in_flight) == list(serving), stats.in_flight
 
 
 def test_rules_classify_innermost_first_and_waits_inherit() -> None:

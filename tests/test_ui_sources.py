@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Digits, Static
 
 from lifescope.recording import load
 from lifescope.replay import Player
@@ -296,3 +296,22 @@ def test_columns_that_must_show_are_narrowed_or_left_out_not_run_off_the_edge() 
     assert 8 <= shown["peer"] < 15  # the address narrowed ("…0.0.1:51802"), its port kept
     tiny = dict(plan_columns(ConnectionsPane.COLUMNS, widest, 20))
     assert sum(w + PADDING for w in tiny.values()) <= 20 and "q" not in tiny
+
+
+async def test_the_large_screen_half_built_is_filled_on_a_later_tick() -> None:
+    """Under a CPU hog the refresh tick reached the large screen before its digits were
+    composed and the app died with NoMatches ('#large-gil'). A report for a screen with no
+    widgets yet is skipped; the screen, once built, shows the next one."""
+    player = Player(load(str(FIXTURE)))
+    player.seek(player.end)
+    app = LifescopeApp(player=player)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot_until(pilot, lambda: app.last_report is not None)
+        report = app.last_report
+        assert report is not None
+        app_module.LargeScreen().show(report)  # nothing composed: skipped, not raised
+        await pilot.press("l")
+        gil = app.screen.query_one("#large-gil", Digits)
+        await pilot_until(pilot, lambda: gil.value not in ("", "—"))
+        await pilot.press("escape", "q")
+    assert app.return_code == 0

@@ -449,11 +449,12 @@ def analyse(
     """Seconds of request time per layer."""
     in_flight: list[InFlight] = []
     asked_at = _listed_at(thread_samples, end)
+    alive = _alive_at(thread_samples, asked_at)
     for tid, parts in segments.items():
         for lo, hi, decision in parts:
             time_in[decision.layer] += hi - lo
         upto = [part for part in parts if part[0] <= asked_at + 0.05]
-        if not upto:
+        if not upto or (alive is not None and tid not in alive):
             continue
         last_lo, last_hi, last = upto[-1]
         if asked_at - last_hi < 0.05:  # in this state at the last stack sample: in flight now
@@ -556,6 +557,17 @@ def _listed_at(threads: Sequence[ThreadsSample], end: float) -> float:
     if threads and end - 1.0 < threads[-1].t < end:
         return threads[-1].t
     return end
+
+
+def _alive_at(threads: Sequence[ThreadsSample], asked_at: float) -> frozenset[int] | None:
+    """The threads the listing taken at `asked_at` saw alive, if it is one. A thread missing
+    from it cannot be serving anything now, however recently its stack was in a handler: the
+    spans of an exited thread end at most a listing's period or a stack sample after its exit
+    (``lifetimes.clip``, the walker's next walk), inside the tolerance that bridges stack
+    samples and listings, and a thread-per-request server read 6 in flight for 4 clients."""
+    if threads and threads[-1].t == asked_at:
+        return frozenset(t.tid for t in threads[-1].threads)
+    return None
 
 
 def _code_covered(

@@ -11,6 +11,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Digits, Static
 
@@ -112,6 +113,15 @@ class LargeScreen(ModalScreen[None]):
             yield Static("", id="large-layers")
 
     def show(self, report: analysis.Report) -> None:
+        """Fill the digits; a no-op while the screen is still being built or torn down (the
+        app's refresh tick found it half-composed under a CPU hog and the app died with
+        NoMatches). The next tick, 0.5 s later, fills it."""
+        try:
+            self._show(report)
+        except NoMatches:
+            return
+
+    def _show(self, report: analysis.Report) -> None:
         sentences = narration.narrate(report)
         headline = Text(sentences[0].text, style="bold")
         for extra in sentences[1:]:
