@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from lifescope import syscalls
-from lifescope.analysis import concurrency
+from lifescope.analysis import concurrency, lifetimes
 from lifescope.analysis import connections as conns
 from lifescope.analysis.frames import kind as frame_kind
 from lifescope.analysis.frames import label
@@ -448,8 +448,8 @@ def analyse(
     time_in: defaultdict[str, float] = defaultdict(float)
     """Seconds of request time per layer."""
     in_flight: list[InFlight] = []
-    asked_at = _listed_at(thread_samples, end)
-    alive = _alive_at(thread_samples, asked_at)
+    asked_at = lifetimes.listed_at(thread_samples, end)
+    alive = lifetimes.alive_at(thread_samples, asked_at)
     for tid, parts in segments.items():
         for lo, hi, decision in parts:
             time_in[decision.layer] += hi - lo
@@ -545,29 +545,6 @@ def analyse(
     if concurrency.gevent_hub(stacks):
         measured += " (gevent: only the running greenlet is visible; parked ones are unknown)"
     return LayerStats(shares, {k: n for k, n in now.items() if n}, tuple(in_flight), measured)
-
-
-def _listed_at(threads: Sequence[ThreadsSample], end: float) -> float:
-    """The moment "in flight now" is asked at: the last stack sample, or the last listing of
-    the live threads when that is older. py-spy keeps an exited thread's last stack until its
-    recording ends, and only a listing shows the thread gone (``lifetimes.clip``); after the
-    last one, a thread-per-request server's threads that exited since would all read as
-    serving (6 for 4 clients once, under a CPU hog). A listing over a second old (the
-    threads probe stalled or absent) is not waited for."""
-    if threads and end - 1.0 < threads[-1].t < end:
-        return threads[-1].t
-    return end
-
-
-def _alive_at(threads: Sequence[ThreadsSample], asked_at: float) -> frozenset[int] | None:
-    """The threads the listing taken at `asked_at` saw alive, if it is one. A thread missing
-    from it cannot be serving anything now, however recently its stack was in a handler: the
-    spans of an exited thread end at most a listing's period or a stack sample after its exit
-    (``lifetimes.clip``, the walker's next walk), inside the tolerance that bridges stack
-    samples and listings, and a thread-per-request server read 6 in flight for 4 clients."""
-    if threads and threads[-1].t == asked_at:
-        return frozenset(t.tid for t in threads[-1].threads)
-    return None
 
 
 def _code_covered(
