@@ -59,6 +59,15 @@ def _cmdline(proc: psutil.Process) -> list[str]:
         return []
 
 
+def _name(proc: psutil.Process) -> str:
+    """A 1 s py-spy window may end and be reaped between listing the children and asking
+    one its name (psutil.NoSuchProcess once, under a CPU hog)."""
+    try:
+        return proc.name()
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return ""
+
+
 def _tree(pid: int) -> list[psutil.Process]:
     root = psutil.Process(pid)
     return [root, *root.children(recursive=True)]
@@ -103,7 +112,7 @@ def test_ending_the_demo_ends_everything_it_started(
         wait_for(lambda: "● live" in tmux.screen() and len(ui.children()) >= 3, timeout=40)
         if pyspy:
             wait_for(
-                lambda: any(p.name() == "py-spy" for p in ui.children(recursive=True)), timeout=20
+                lambda: any(_name(p) == "py-spy" for p in ui.children(recursive=True)), timeout=20
             )
         procs = _tree(ui.pid)
         names = {" ".join(_cmdline(p)[1:3]) for p in procs}
@@ -144,7 +153,7 @@ def test_demo_web_leaves_nothing_running(how: str, busy_machine: None) -> None:
                 msg = await ws.receive(timeout=40)
                 seen += len(msg.data) if isinstance(msg.data, bytes | str) else 0
             assert seen >= 50_000, "the browser's app never drew"
-            wait_for(lambda: any(p.name() == "py-spy" for p in _tree(demo.pid)), timeout=20)
+            wait_for(lambda: any(_name(p) == "py-spy" for p in _tree(demo.pid)), timeout=20)
             procs.extend(_tree(demo.pid))
             if how == "tab closed":
                 await ws.close()
