@@ -448,8 +448,7 @@ def analyse(
     time_in: defaultdict[str, float] = defaultdict(float)
     """Seconds of request time per layer."""
     in_flight: list[InFlight] = []
-    asked_at = lifetimes.listed_at(thread_samples, end)
-    alive = lifetimes.alive_at(thread_samples, asked_at)
+    asked_at, alive = lifetimes.now(thread_samples, end)
     for tid, parts in segments.items():
         for lo, hi, decision in parts:
             time_in[decision.layer] += hi - lo

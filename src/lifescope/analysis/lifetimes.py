@@ -51,23 +51,17 @@ def clip(
     return tuple(out)
 
 
-def listed_at(threads: Sequence[ThreadsSample], end: float) -> float:
-    """The moment "in flight now" is asked at: the last listing of the live threads, when it
-    is under a second old, else `end` (the threads probe stalled or absent). py-spy keeps an
-    exited thread's last stack until its recording ends, and only a listing shows the thread
-    gone; after the last one, a thread-per-request server's threads that exited since would
-    all read as serving (6 for 4 clients once, under a CPU hog)."""
+
+def now(threads: Sequence[ThreadsSample], end: float) -> tuple[float, frozenset[int] | None]:
+    """The moment "in flight now" is asked at, and the threads known alive then.
+
+    That moment is the last listing of the live threads when it is under a second old, else
+    `end` (the threads probe stalled or absent: nobody is known alive or gone). py-spy keeps
+    an exited thread's last stack until its recording ends, and only a listing shows the
+    thread gone. A thread missing from that listing serves nothing now, however recently its
+    stack was in a handler: an exited thread's spans end up to half a listing's period
+    (`clip`) or one walk after its exit, inside the 50 ms that bridges stack samples and
+    listings, and a thread-per-request server read 6 in flight for 4 clients under a hog."""
     if threads and end - 1.0 < threads[-1].t < end:
-        return threads[-1].t
-    return end
-
-
-def alive_at(threads: Sequence[ThreadsSample], asked_at: float) -> frozenset[int] | None:
-    """The threads the listing taken at `asked_at` saw alive, if it is one. A thread missing
-    from it serves nothing now, however recently its stack was in a handler: an exited
-    thread's spans end up to half a listing's period (`clip`) or one walk after its exit,
-    inside the 50 ms that bridges stack samples and listings, and a thread-per-request
-    server read 6 in flight for 4 clients under a hog with only that tolerance."""
-    if threads and threads[-1].t == asked_at:
-        return frozenset(t.tid for t in threads[-1].threads)
-    return None
+        return threads[-1].t, frozenset(t.tid for t in threads[-1].threads)
+    return end, None
