@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zipfile
+from email.parser import Parser
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from tests.interpreters import cache_dir, python_for, root_of
 
@@ -62,6 +65,26 @@ def _on_310() -> list[str]:
     return [str(env / "bin" / "lifescope")]
 
 
+def _dependencies(wheel: Path, version: str) -> list[str]:
+    """The wheel's dependencies that apply on Python `version` (extras left out).
+
+    Why not let pip read them from the wheel: with its compiled sampler the wheel is tagged
+    for the Python that built it (cp311), and pip refuses it as a cp314 wheel. It goes in
+    after them with --no-deps, and 3.14 runs the pure-Python loop (its .so is not for 3.14),
+    as on a host without a compiler. A machine with the dependencies from an earlier run,
+    before the sampler was compiled, never saw this."""
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = Parser().parsestr(archive.read(name).decode())
+    wanted = []
+    for spec in metadata.get_all("Requires-Dist") or []:
+        requirement = Requirement(spec)
+        marker = requirement.marker
+        if marker is None or marker.evaluate({"python_version": version, "extra": ""}):
+            wanted.append(str(requirement))
+    return wanted
+
+
 def _on_314(tmp_path: Path) -> list[str]:
     python_for("3.14")  # provisions the root (or skips, saying why)
     root = root_of("3.14")
@@ -76,7 +99,8 @@ def _on_314(tmp_path: Path) -> list[str]:
     wheel = next(wheels.glob("lifescope-*.whl"))
     cp314 = ["--python-version", "3.14", "--implementation", "cp", *PLATFORMS]
     if not (site / "textual").exists():  # dependencies once per machine
-        subprocess.run([*pip, *cp314, "--only-binary=:all:", str(wheel)], check=True)
+        dependencies = _dependencies(wheel, "3.14")
+        subprocess.run([*pip, *cp314, "--only-binary=:all:", *dependencies], check=True)
     subprocess.run([*pip, "--upgrade", "--no-deps", str(wheel)], check=True, capture_output=True)
     # The chroot gets this machine's /proc (lifescope reads other processes there) and /dev
     # (subprocesses need /dev/null) in a mount namespace of its own, so nothing leaks out.
