@@ -121,6 +121,9 @@ class LoopView:
     stalls: tuple[Stall, ...]
     running: str | None
     executors: tuple[int, ...]
+    busiest: str | None = None
+    """The callback the loop spent the most sampled time in over the window (`running` is
+    only the latest sample: a loop in select() at that instant reads as its outer `main`)."""
 
 
 def _busy(thread: ThreadStat) -> bool:
@@ -260,6 +263,7 @@ def loop_view(
         (span.start for window in stacks for span in window.spans if span.tid == tid),
         default=None,
     )
+    segments = _callback_segments(tid, stacks, boundaries)
     stalls = [
         Stall(
             start,
@@ -269,7 +273,7 @@ def loop_view(
             ongoing=last_t is not None and end >= last_t - 0.02,
             cut_start=first_t is not None and start <= first_t + 0.02,
         )
-        for start, end, key, text in _callback_segments(tid, stacks, boundaries)
+        for start, end, key, text in segments
         if key is not None and end - start >= threshold_s
     ]
     return LoopView(
@@ -278,7 +282,17 @@ def loop_view(
         stalls=tuple(stalls),
         running=_latest_stack(tid, stacks),
         executors=executors,
+        busiest=_busiest(segments),
     )
+
+
+def _busiest(segments: Sequence[Segment]) -> str | None:
+    """The callback with the most time in `segments` (the first of equals)."""
+    weights: defaultdict[str, float] = defaultdict(float)
+    for start, end, key, text in segments:
+        if key is not None and text is not None:
+            weights[text] += end - start
+    return max(weights, key=weights.__getitem__) if weights else None
 
 
 def culprit(tid: int, start: float, end: float, stacks: Sequence[StacksWindow]) -> str | None:

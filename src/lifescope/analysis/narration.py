@@ -261,15 +261,15 @@ def _loop_stall(report: Report, culprit: str | None = None) -> Sentence | None:
 
 
 def _loop_busy(report: Report, culprit: str | None = None) -> Sentence | None:
-    busiest = max(
-        (loop for loop in report.loops if loop.busy_share is not None),
-        key=lambda loop: loop.busy_share or 0.0,
+    loop = max(
+        (each for each in report.loops if each.busy_share is not None),
+        key=lambda each: each.busy_share or 0.0,
         default=None,
     )
-    if busiest is None or busiest.busy_share is None or busiest.busy_share < LOOP_BUSY_WARNING:
+    if loop is None or loop.busy_share is None or loop.busy_share < LOOP_BUSY_WARNING:
         return None
-    share = busiest.busy_share
-    name = function_name(busiest.running)
+    share = loop.busy_share
+    name = function_name(loop.busiest)
     if culprit is not None and name != culprit:
         return None
     where = f", mostly in {name}" if name else ""
@@ -279,7 +279,7 @@ def _loop_busy(report: Report, culprit: str | None = None) -> Sentence | None:
         f"The event loop is busy {in_prose(share)} of the time{where}: {tail}",
         Severity.CRITICAL if critical else Severity.WARNING,
         "loop-busy",
-        detail=f"loop thread {busiest.tid} busy {in_prose(share)} of the window",
+        detail=f"loop thread {loop.tid} busy {in_prose(share)} of the window",
         score=share,
     )
 

@@ -439,6 +439,7 @@ def build(window: Window, rules: tuple[layer_rules.Rule, ...] | None = None) -> 
                 for st in loop.stalls
             ),
             running=loop.running,
+            busiest=loop.busiest,
             executors=loop.executors,
             tasks=tasks_summary,
             task_source=task_analysis.task_source((*window.tasks, *window.stacks)),

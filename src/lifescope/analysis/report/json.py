@@ -50,7 +50,17 @@ SHAPES: dict[type, Shape] = {
         omit=frozenset({"histogram", "held_series"}), null_if_empty=frozenset({"hold_ms"})
     ),
     LoopView: Shape(
-        order=("tid", "pid", "busy_share", "running", "executors", "tasks", "task_source", "stalls")
+        order=(
+            "tid",
+            "pid",
+            "busy_share",
+            "running",
+            "busiest",
+            "executors",
+            "tasks",
+            "task_source",
+            "stalls",
+        )
     ),
     InFlightView: Shape(
         omit=frozenset({"tid"}),

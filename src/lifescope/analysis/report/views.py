@@ -147,6 +147,8 @@ class LoopView:
     """"memory" (every task, read from the target), "stacks" (the running one only) or None."""
     pid: int | None = None
     """The process running this loop (a pre-fork server has one per worker)."""
+    busiest: str | None = None
+    """The callback with the most sampled time in the window (`running`: the latest sample)."""
 
 
 STATE_CHARS = {
