@@ -367,6 +367,12 @@ KNOWN_FLAKY: dict[tuple[str, str], str] = {
         "unacknowledged response bytes (L5): one client, a new connection per request, and "
         "the previous thread not yet past its close when the next request began"
     ),
+    ("http.server/sleep", "frame"): (
+        "right in every run until one hog run on ce1b99d, wrong twice running: 0 of 4 name "
+        "it, 4× 'L2 request: BaseHTTPRequestHandler.handle_one_request (http/server.py:404)' "
+        "(four keep-alive threads reading a next request); not reproduced in 3 runs of the "
+        "http.server scenarios under two hogs, cause not known"
+    ),
     ("http.server/db", "frame"): (
         "right in six runs before the request model; on main, once, wrong twice running: the "
         "one request read 'code is not visible', then 'L2 request: handle_one_request "
