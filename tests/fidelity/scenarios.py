@@ -368,10 +368,12 @@ KNOWN_FLAKY: dict[tuple[str, str], str] = {
         "the previous thread not yet past its close when the next request began"
     ),
     ("http.server/sleep", "frame"): (
-        "right in every run until one hog run on ce1b99d, wrong twice running: 0 of 4 name "
-        "it, 4× 'L2 request: BaseHTTPRequestHandler.handle_one_request (http/server.py:404)' "
-        "(four keep-alive threads reading a next request); not reproduced in 3 runs of the "
-        "http.server scenarios under two hogs, cause not known"
+        "wrong in 3 of 5 hog runs of the whole suite on 2026-12-04 (right before: every run): "
+        "0 of 4 name it, 4× 'L2 request: BaseHTTPRequestHandler.handle_one_request "
+        "(http/server.py:404)', four keep-alive threads reading a next request; not "
+        "reproduced in 3 runs of the http.server scenarios alone under two hogs; cause not "
+        "known (a guess, unchecked: the clients are threads of the test process, whose GIL "
+        "the stream decoding holds)"
     ),
     ("http.server/db", "frame"): (
         "right in six runs before the request model; on main, once, wrong twice running: the "
