@@ -295,26 +295,6 @@ def _busiest(segments: Sequence[Segment]) -> str | None:
     return max(weights, key=weights.__getitem__) if weights else None
 
 
-def culprit(tid: int, start: float, end: float, stacks: Sequence[StacksWindow]) -> str | None:
-    """The innermost application frame that dominated `tid`'s stack samples in [start, end]."""
-    weights: defaultdict[str, float] = defaultdict(float)
-    for window in stacks:
-        if window.t < start or window.start > end:
-            continue
-        for span in window.spans:
-            if span.tid != tid:
-                continue
-            overlap = min(span.end, end) - max(span.start, start)
-            if overlap <= 0:
-                continue
-            frame = innermost_app([window.frames[i] for i in span.stack])
-            if frame is not None:
-                weights[label(frame)] += overlap
-    if not weights:
-        return None
-    return max(weights, key=weights.__getitem__)  # the first of equals, as most_common
-
-
 def _gil_held(tid: int, start: float, end: float, history: Holds | None) -> bool | None:
     """Did the loop thread hold the GIL for most of the stall? (CPU work vs blocking call)"""
     if history is None or not history.runs:
