@@ -51,7 +51,6 @@ def clip(
     return tuple(out)
 
 
-
 def now(threads: Sequence[ThreadsSample], end: float) -> tuple[float, frozenset[int] | None]:
     """The moment "in flight now" is asked at, and the threads known alive then.
 
