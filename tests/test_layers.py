@@ -15,11 +15,12 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from lifescope.analysis import report
+from lifescope.analysis import lifetimes, report
 from lifescope.analysis.layers import analyse, classify
 from lifescope.demo.children import start_demo_server
 from lifescope.rules import load as load_rules
@@ -444,27 +445,33 @@ def collect_under_load(  # type: ignore[no-untyped-def]
     workers: int,
     seconds: float = 4.0,
     probes: tuple[str, ...] = ("threads", "stacks", "sockets"),
+    lean: bool = False,
 ) -> Timeline:
     """`proc` (a `python_target` printing its port) collected while `workers` clients GET /."""
     stop = threading.Event()
     clients = hammer(int(proc.ready_line), "/", stop, workers=workers)
     try:
         time.sleep(0.5)
-        return collect(proc.pid, seconds, probes=probes)
+        return collect(proc.pid, seconds, probes=probes, lean=lean)
     finally:
         stop.set()
         for client in clients:
             client.join(15)
 
 
-def test_http_server_db_is_layer_4(python_target) -> None:  # type: ignore[no-untyped-def]
-    # Stacks as a user on 3.11 gets them: the walker on the GIL loop. With py-spy's windows
-    # (no gil probe) under a hog and load shedding (25 Hz), 2 runs in 8 ended with all three
-    # requests "code not visible": the last window claimed ~130 ms in which py-spy saw none
-    # of the threads the listings showed born (its times are anchored at its exit).
-    timeline = collect_under_load(
-        python_target(HTTP_SERVER), 3, probes=("gil", "threads", "stacks", "sockets")
-    )
+@pytest.mark.parametrize(
+    ("probes", "lean"),
+    [
+        (("gil", "threads", "stacks", "sockets"), False),  # the walker, as on 3.11
+        (("threads", "stacks", "sockets"), True),  # py-spy's windows at a shed 25 Hz
+    ],
+    ids=["walker", "pyspy-shed"],
+)
+def test_http_server_db_is_layer_4(python_target, probes, lean) -> None:  # type: ignore[no-untyped-def]
+    # py-spy's windows (pre-fork workers, 3.14+): under two hogs and load shedding, 2 runs in
+    # 8 ended with all three requests "code not visible" until a window ended where py-spy
+    # stopped sampling rather than where it wrote its file (lifetimes.sampled_end).
+    timeline = collect_under_load(python_target(HTTP_SERVER), 3, probes=probes, lean=lean)
     result = report.build(timeline.window())
     assert largest(result) == "L4", result.layers
     # A thread per request (HTTP/1.0 closes each connection): the L4 evidence names one.
@@ -536,6 +543,47 @@ def test_a_thread_missing_from_the_last_listing_is_not_in_flight() -> None:
     threads = [listing(9.96, (1, *serving, *exited)), listing(10.0, (1, *serving))]
     stats = analyse([window], [], None, [], rules, 9.02, 10.02, threads)
     assert sorted(f.thread or 0 for f in stats.in_flight) == list(serving), stats.in_flight
+
+
+def test_a_window_ends_where_pyspy_stopped_sampling() -> None:
+    """The hog run that read all three requests "code not visible", as data: py-spy's last
+    sample at 9.73, its file written at 10.0, and two request threads born in between
+    (listings every 40 ms) that it never saw. Its stacks are evidence up to 9.73 only, and
+    there the three threads it did see were in their handler. A thread it never saw but
+    listed before 9.73 (not Python) cuts nothing; walker windows are not cut; a run stopped
+    before its first sample covers nothing."""
+    rules, _ = load_rules(user_dir=None)
+    server = "/usr/lib/python3.11/http/server.py"
+    frames = (
+        Frame("Handler.do_GET", "/srv/app.py", 7, code="db.execute(QUERY)"),
+        Frame("BaseHTTPRequestHandler.handle_one_request", server, 424),
+    )
+    seen = (11, 12, 13)
+    spans = tuple(StackSpan(tid, 9.5, 10.0, (0, 1)) for tid in seen)
+    window = StacksWindow(10.0, 9.0, frames, spans, (), 75, 0, 25.0, (), 9.73)
+
+    def listing(t: float, tids: tuple[int, ...]) -> ThreadsSample:
+        return ThreadsSample(t, tuple(ThreadStat(tid, "t", "S", 0, 230, 0) for tid in tids))
+
+    native = (1, 5)  # 5: a native thread, born at 9.2
+    threads = [listing(9.0 + 0.04 * i, (1, *seen)) for i in range(5)]
+    threads += [listing(9.0 + 0.04 * i, (*native, *seen)) for i in range(5, 19)]  # to 9.72
+    threads += [listing(9.76, (*native, *seen, 21)), listing(9.8, (*native, 21, 22))]
+    threads += [listing(9.84 + 0.04 * i, (*native, 21, 22)) for i in range(5)]
+    (cut,) = lifetimes.clip([window], threads)
+    assert cut.t == 9.73 and all(span.end == 9.73 for span in cut.spans)
+    stats = analyse([cut], [], None, [], rules, 9.0, 10.0, threads)
+    assert sorted(f.thread or 0 for f in stats.in_flight) == list(seen), stats.in_flight
+    assert {f.layer for f in stats.in_flight} == {"L4"}
+    # the same threads under the walker (no `sampled_to`), and a run that sampled nothing
+    assert lifetimes.clip([replace(window, sampled_to=None)], threads)[0].t == 10.0
+    assert lifetimes.clip([replace(window, spans=())], threads)[0].t == 9.0
+    # a thread that lived less than a sampling interval (40 ms) may fall between two samples
+    brief = [*threads[:19], listing(9.76, (*native, *seen, 31)), listing(9.8, (*native, *seen))]
+    assert lifetimes.clip([window], brief)[0].t == 10.0
+    # py-spy listed the new thread 21 (its span starts at 9.77): it was still sampling then
+    late = replace(window, spans=(*spans, StackSpan(21, 9.77, 10.0, (0, 1))), sampled_to=9.77)
+    assert lifetimes.clip([late], threads)[0].t == 9.77  # 22's birth: after 9.76
 
 
 def test_rules_classify_innermost_first_and_waits_inherit() -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from lifescope.analysis.frames import innermost_app, kind, label, short_file
 from lifescope.probes.pyspy import (
     classify_failure,
+    last_sampled,
     parse_chrometrace,
     parse_dump,
     split_window,
@@ -156,3 +157,26 @@ def test_a_long_pyspy_run_is_cut_into_one_second_windows() -> None:
     ]
     assert [s.tid for s in windows[-1].spans] == [2, 1, 3]
     assert split_window(run, 1) == [run]
+
+
+def test_the_last_sample_a_file_shows_is_before_pyspys_closing_of_its_slices() -> None:
+    """py-spy closes every open slice when it writes its file: the newest timestamp is that
+    write, not a sample. The last sample shown is the newest stack change."""
+    events = load("pyspy-chrometrace-alternating.json")
+    _, spans, _ = parse_chrometrace(events, 100.0)
+    written = max(float(e["ts"]) for e in events)
+    sampled = last_sampled(events)
+    assert sampled is not None and sampled < written
+    assert abs(100.0 - (written - sampled) / 1e6 - spans[-1].start) < 1e-6
+    # stacks that never change show only the samples that first saw each thread
+    steady = load("pyspy-chrometrace-hog-sleeper.json")
+    newest = max(float(e["ts"]) for e in steady if e.get("ph") == "B")
+    assert last_sampled(steady) == newest < 0.01 * max(float(e["ts"]) for e in steady)
+    assert last_sampled([]) is None
+
+
+def test_split_windows_share_the_runs_last_sample() -> None:
+    span = StackSpan(1, 100.0, 103.0, (0,))
+    run = StacksWindow(103.0, 100.0, (Frame("a", "/app/x.py", 1),), (span,), (), 300, 0, 100,
+                       (), 101.5)  # fmt: skip
+    assert [w.sampled_to for w in split_window(run, 3)] == [101.0, 101.5, 102.0]

@@ -118,6 +118,12 @@ class StacksWindow:
     pids: tuple[tuple[int, int], ...] = ()
     """(tid, pid) of every thread of a process other than the attached one (py-spy
     `--subprocesses` on a pre-fork master)."""
+    sampled_to: float | None = None
+    """The newest sample the window shows (py-spy's windows; None: sampled up to `t`). py-spy
+    closes its open slices when it writes its file, after its last sample (by one interval,
+    and by up to ~0.2 s more under load), and the file shows a sample only where a stack
+    changed: past this moment a stack is py-spy's last one, and a thread born there was
+    never looked at (see `lifetimes.clip`)."""
 
 
 @dataclass(frozen=True, slots=True)

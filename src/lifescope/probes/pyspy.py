@@ -234,6 +234,13 @@ def parse_chrometrace(
     return tuple(frames), tuple(spans), tuple(sorted(names.items()))
 
 
+def last_sampled(events: Sequence[dict[str, Any]]) -> float | None:
+    """The newest timestamp (µs) at which the file shows py-spy sampling, or None when it
+    shows no sample. The newest of all is `write()` closing the slices left open."""
+    stamps = sorted({float(e.get("ts", 0)) for e in events if e.get("ph") in ("B", "E")})
+    return stamps[-2] if len(stamps) >= 2 else None
+
+
 def annotate_source(
     frames: list[Frame], spans: Sequence[StackSpan], source: Callable[[str, int], str | None]
 ) -> None:
@@ -496,13 +503,17 @@ class StacksProbe(Probe):
         if isinstance(events, dict):
             events = events.get("traceEvents", [])
         pids: dict[int, int] = {}
+        ended = _written_at(out, ended)
         frames, spans, names = parse_chrometrace(
             events, ended, self.source, lambda pid, tid: self._our_tid(pid, tid, pids)
         )
         start = max(started, ended - seconds)
+        sampled = last_sampled(events)
+        written = max((float(e.get("ts", 0)) for e in events), default=0.0)
+        sampled_to = start if sampled is None else ended - (written - sampled) / 1e6
         whole = StacksWindow(
             ended, start, frames, spans, names, samples, errors, self.rate_hz,
-            tuple(sorted(pids.items())),
+            tuple(sorted(pids.items())), max(start, sampled_to),
         )  # fmt: skip
         # A run stopped early (SIGINT at the end of a recording) is cut by what it covered.
         return split_window(whole, max(1, round((ended - start) / max(self.window_s, 1e-3))))
@@ -521,6 +532,16 @@ class StacksProbe(Probe):
             tid = pid
         pids[tid] = pid
         return tid
+
+
+def _written_at(path: str, ended: float) -> float:
+    """When py-spy wrote `path`, on our monotonic clock: its exit and our wake-up come after,
+    a few ms on a quiet machine and more when the collector waits for the GIL."""
+    try:
+        age = time.time() - os.stat(path).st_mtime
+    except OSError:
+        return ended
+    return min(ended, time.monotonic() - max(0.0, age))
 
 
 def split_window(window: StacksWindow, parts: int) -> list[StacksWindow]:
@@ -557,6 +578,7 @@ def split_window(window: StacksWindow, parts: int) -> list[StacksWindow]:
                 window.errors * (i + 1) // parts - window.errors * i // parts,
                 window.rate_hz,
                 window.pids,
+                None if window.sampled_to is None else min(max(window.sampled_to, lo), hi),
             )
         )  # fmt: skip
     return out
