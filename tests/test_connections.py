@@ -8,11 +8,14 @@ import json
 import socket
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
 from lifescope.analysis import report
+from lifescope.analysis.connections import phase
 from lifescope.demo.children import DemoServer
+from lifescope.samples import Socket
 from lifescope.session import collect
 
 NEVER_ACCEPTS = """
@@ -216,3 +219,18 @@ def test_each_listener_shows_only_its_own_drops(python_target) -> None:  # type:
     assert full.overflows_scope == healthy.overflows_scope == "listener"
     assert full.overflows is not None and full.overflows >= 3, full
     assert healthy.overflows == 0, healthy
+
+
+def test_a_response_awaiting_only_the_clients_ack_is_not_being_written() -> None:
+    """An http.server connection from a hog run, as tcp_info read it: 116 bytes in send_q, 5
+    of them not sent (the body, held back by Nagle behind headers sent 36 ms ago and not yet
+    acknowledged), the request 336 ms ago. The response is not finished: L5. Once all of
+    it is sent and only the ACK is awaited, it is the network's, and the connection idles
+    until the next request. No tcp_info (/proc/net): send_q is all there is."""
+    held = Socket(7, "ESTABLISHED", "127.0.0.1:8000", "127.0.0.1:52952", 0, 116, 1234,
+                  last_data_recv_ms=336, last_data_sent_ms=36, bytes_received=400,
+                  bytes_acked=232, notsent_bytes=5)  # fmt: skip
+    assert phase(held, "client") == "response"
+    assert phase(replace(held, notsent_bytes=0), "client") == "idle"
+    assert phase(replace(held, notsent_bytes=None), "client") == "response"
+    assert phase(replace(held, notsent_bytes=0), "outbound") == "request"  # ours, unacked

@@ -236,6 +236,27 @@ def test_established_pairs_netlink(pairs: Pairs) -> None:
         assert crow.bytes_acked is not None and crow.bytes_acked >= sent  # +1 for the SYN
         assert srow.bytes_received == sent
         assert srow.recv_q == 0 and crow.send_q == 0
+        assert crow.notsent_bytes == 0
+
+
+def test_notsent_bytes_are_what_a_slow_reader_left_unsent(pairs: Pairs) -> None:
+    """A client that does not read: its receive window fills, and the server's send_q holds
+    bytes the kernel could not send yet (`ss -i`'s notsent), unlike bytes sent and awaiting
+    only an ACK."""
+    _, server = pairs.pairs[0]
+    server.setblocking(False)
+    sent = 0
+    with contextlib.suppress(BlockingIOError):
+        for _ in range(10_000):
+            sent += server.send(b"y" * 65536)
+    deadline = time.monotonic() + 5
+    while True:
+        srow = next(r for r in dump_tcp(sport=pairs.port) if r.inode == _inode(server))
+        if srow.notsent_bytes or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert sent > 0 and srow.send_q is not None
+    assert srow.notsent_bytes is not None and 0 < srow.notsent_bytes <= srow.send_q, srow
 
 
 def test_established_pairs_proc_agree_with_netlink(pairs: Pairs) -> None:

@@ -207,6 +207,9 @@ class Socket:
     """A listener's own count of connections turned away (`sk_drops`; `ss -ltm`'s `d`)."""
     pid: int | None = None
     """The process whose `fd` this is, when it is not the attached one (a worker)."""
+    notsent_bytes: int | None = None
+    """Of `send_q`, the bytes the kernel has not sent yet (tcp_info; None from /proc/net): the
+    rest is on its way or waits for the peer's ACK."""
 
 
 @dataclass(frozen=True, slots=True)

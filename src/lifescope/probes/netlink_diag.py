@@ -35,7 +35,7 @@ Layouts (``linux/inet_diag.h``, ``linux/tcp.h``), all native-endian except ports
                              u32 expires, rqueue, wqueue, uid, inode; }                  72 bytes
     struct inet_diag_bc_op { u8 code, yes; u16 no; }                                       4 bytes
     tcp_info offsets used: last_data_sent 44, last_data_recv 52, rtt 68, rttvar 72,
-                           total_retrans 100, bytes_acked 120 (u64), bytes_received 128 (u64)
+                           total_retrans 100, bytes_acked/_received 120/128 (u64), notsent 144
 """
 
 from __future__ import annotations
@@ -120,8 +120,10 @@ _MSG: dict[int, struct.Struct] = {
 _NLA = struct.Struct("=HH")
 _ERR = struct.Struct("=i")
 _BC_OP = struct.Struct("=BBH")
-_TCPI_FULL = struct.Struct("=44xI4xI12xII24xI16xQQ")  # 136 bytes, kernel >= 4.1
+_TCPI_FULL = struct.Struct("=44xI4xI12xII24xI16xQQ8xI")  # 148 bytes, kernel >= 4.6
+_TCPI_BYTES = struct.Struct("=44xI4xI12xII24xI16xQQ")  # 136 bytes, kernel >= 4.1
 _TCPI_SHORT = struct.Struct("=44xI4xI12xII24xI")  # 104 bytes, any kernel with total_retrans
+_TCPI_LENS = tuple(s.size + 4 for s in (_TCPI_FULL, _TCPI_BYTES, _TCPI_SHORT))  # + nlattr
 _TIMEVAL = struct.Struct("@ll")  # native struct timeval
 
 _MSG_LEN: Final = 72
@@ -165,6 +167,8 @@ class TcpSocket:
     bytes_received: int | None = None
     last_data_recv_ms: int | None = None
     last_data_sent_ms: int | None = None
+    notsent_bytes: int | None = None
+    """Of ``send_q``, the bytes not sent yet (``ss -i``'s notsent); the rest awaits an ACK."""
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -215,7 +219,7 @@ def _fast_factory() -> Callable[..., TcpSocket]:
 
 
 make_tcp_socket: Callable[..., TcpSocket] = _fast_factory()
-"""``make_tcp_socket(*all 16 fields in order)``: the readers' fast positional constructor."""
+"""``make_tcp_socket(*all 17 fields in order)``: the readers' fast positional constructor."""
 
 
 def state_mask(*names: str) -> int:
@@ -471,8 +475,7 @@ class SockDiag:
         make = make_tcp_socket
         tcpi_full = _TCPI_FULL.unpack_from
         tcpi_short = _TCPI_SHORT.unpack_from
-        full_len = _TCPI_FULL.size + 4
-        short_len = _TCPI_SHORT.size + 4
+        full_len, bytes_len, short_len = _TCPI_LENS
         attrs_at = _HDR_LEN + _MSG_LEN
         info_rel = 0  # where INET_DIAG_INFO sat in the last message; the layout rarely varies
         owned_inodes, owned_ports = only if only is not None else ((), ())
@@ -514,7 +517,7 @@ class SockDiag:
                     off = nxt
                     continue
                 dp = ((dp & 0xFF) << 8) | (dp >> 8)
-                rtt = rttvar = retr = acked = received = last_recv = last_sent = None
+                rtt = rttvar = retr = acked = received = last_recv = last_sent = notsent = None
                 if ext and st != 10:  # a listener's tcp_info is all zeros; its queues are rq/wq
                     end = off + mlen
                     a = off + info_rel
@@ -537,8 +540,12 @@ class SockDiag:
                         else:
                             alen = 0
                     if alen >= full_len:
-                        last_sent, last_recv, rtt, rttvar, retr, acked, received = tcpi_full(
-                            buf, a + 4
+                        last_sent, last_recv, rtt, rttvar, retr, acked, received, notsent = (
+                            tcpi_full(buf, a + 4)
+                        )
+                    elif alen >= bytes_len:  # kernels 4.1-4.5
+                        last_sent, last_recv, rtt, rttvar, retr, acked, received = (
+                            _TCPI_BYTES.unpack_from(buf, a + 4)
                         )
                     elif alen >= short_len:
                         last_sent, last_recv, rtt, rttvar, retr = tcpi_short(buf, a + 4)
@@ -562,6 +569,7 @@ class SockDiag:
                         received,
                         last_recv,
                         last_sent,
+                        notsent,
                     )
                 )
                 off = nxt

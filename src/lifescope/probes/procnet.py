@@ -250,6 +250,7 @@ def _parse_table(data: bytes, family: int, out: list[TcpSocket]) -> list[int]:
                 None,
                 None,
                 None,
+                None,
             )
         )
     return listen_rows

@@ -148,6 +148,7 @@ class SocketsProbe(Probe):
                     last_data_sent_ms=row.last_data_sent_ms,
                     bytes_received=row.bytes_received,
                     bytes_acked=row.bytes_acked,
+                    notsent_bytes=row.notsent_bytes,
                     drops=drops.get(row.local) if row.state == "LISTEN" else None,
                     pid=self._owners.get(row.inode) if row.inode else None,
                 )
