@@ -14,6 +14,7 @@ span. A window ends before such a thread's birth (`sampled_end`).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import replace
 from itertools import pairwise
@@ -113,3 +114,16 @@ def now(threads: Sequence[ThreadsSample], end: float) -> tuple[float, frozenset[
     if threads and end - 1.0 < threads[-1].t < end:
         return threads[-1].t, frozenset(t.tid for t in threads[-1].threads)
     return end, None
+
+
+def listing_at(threads: Sequence[ThreadsSample], t: float) -> ThreadsSample | None:
+    """The listing nearest to `t`. Which thread waits on which connection must be read at
+    the socket sample's moment: joined with a listing taken 40 ms later, an http.server
+    connection whose 5-byte body Nagle held behind unacknowledged headers (L5) had no thread
+    on it any more, its thread already in the next request's handler, and one request was
+    counted twice (5 in flight for 4 clients under two CPU hogs)."""
+    if not threads:
+        return None
+    i = bisect_left([s.t for s in threads], t)
+    near = [threads[j] for j in (i - 1, i) if 0 <= j < len(threads)]
+    return min(near, key=lambda s: abs(s.t - t))

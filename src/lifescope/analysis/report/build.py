@@ -408,7 +408,8 @@ def build(window: Window, rules: tuple[layer_rules.Rule, ...] | None = None) -> 
         boundaries=concurrency.response_instants(window.sockets, window.packets),
     )
     latest_threads = window.threads[-1] if window.threads else None
-    conn_stats = connections.analyse(window.sockets, latest_threads)
+    joined = lifetimes.listing_at(window.threads, window.sockets[-1].t) if window.sockets else None
+    conn_stats = connections.analyse(window.sockets, joined or latest_threads)
     threads = _thread_views(window, conc, stats, history, conn_stats)
     names = {t.tid: t.name for t in threads}
     layer_stats = layers.analyse(
