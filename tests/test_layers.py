@@ -586,6 +586,30 @@ def test_a_window_ends_where_pyspy_stopped_sampling() -> None:
     assert lifetimes.clip([late], threads)[0].t == 9.77  # 22's birth: after 9.76
 
 
+def test_in_flight_is_the_state_at_the_listing_not_just_after() -> None:
+    """A hog run's last moment, as data: the last listing at 9.98 has four threads in do_GET
+    (300 ms sleeps); their stacks go on to 10.02, back in handle_one_request reading the
+    next request from 10.0. At 9.98 they were in their handler: the 50 ms after the listing
+    only stand in for a thread whose stack was not sampled at it."""
+    rules, _ = load_rules(user_dir=None)
+    server = "/usr/lib/python3.11/http/server.py"
+    frames = (
+        Frame("Handler.do_GET", "/srv/app.py", 7, code="time.sleep(0.3)"),
+        Frame("BaseHTTPRequestHandler.handle_one_request", server, 404),
+        Frame("SocketIO.readinto", "/usr/lib/python3.11/socket.py", 706),
+    )
+    tids = (11, 12, 13, 14)
+    spans = [StackSpan(tid, 9.7, 10.0, (0, 1)) for tid in tids]
+    spans += [StackSpan(tid, 10.0, 10.02, (2, 1)) for tid in tids]
+    window = StacksWindow(10.02, 9.02, frames, tuple(spans), (), 400, 0, 100.0)
+    threads = [
+        ThreadsSample(t, tuple(ThreadStat(tid, "t", "S", 0, 230, 0) for tid in (1, *tids)))
+        for t in (9.94, 9.96, 9.98)
+    ]
+    stats = analyse([window], [], None, [], rules, 9.02, 10.02, threads)
+    assert [f.layer for f in stats.in_flight] == ["L4"] * 4, stats.in_flight
+
+
 def test_rules_classify_innermost_first_and_waits_inherit() -> None:
     rules, problems = load_rules(user_dir=None)
     assert problems == ()

@@ -455,6 +455,13 @@ def analyse(
         upto = [part for part in parts if part[0] <= asked_at + 0.05]
         if not upto or (alive is not None and tid not in alive):
             continue
+        # The state at `asked_at` when a part covers it; the 50 ms after it only bridge a
+        # thread whose stack was not sampled then. Four http.server threads back from their
+        # handler for 40 ms (listings end up to ~70 ms before stacks under a hog) read as four
+        # L2 requests reading the next one, which at `asked_at` were in do_GET.
+        covering = [i for i, (lo, hi, _) in enumerate(upto) if lo <= asked_at <= hi]
+        if covering:
+            upto = upto[: covering[-1] + 1]
         last_lo, last_hi, last = upto[-1]
         if asked_at - last_hi < 0.05:  # in this state at the last stack sample: in flight now
             since = last_lo
