@@ -372,18 +372,6 @@ KNOWN_FLAKY: dict[tuple[str, str], str] = {
         "4 in SlowBaseMiddleware.dispatch plus call_next's inner coroutine (the same "
         "request counted twice), then plus a response still being written (L5)"
     ),
-    ("http.server/sleep", "frame"): (
-        "wrong in 3 of 5 hog runs of the whole suite on 2026-12-04 (right before: every run): "
-        "0 of 4 name it, 4× 'L2 request: BaseHTTPRequestHandler.handle_one_request "
-        "(http/server.py:404)', four keep-alive threads reading a next request; not "
-        "reproduced alone under two hogs, but 3 of 7 with idle first (suite order). Cause, "
-        "from the stacks: the four clients run in lockstep (all in do_GET 300 ms, then all "
-        "reading the next request ~40-50 ms under the hogs), and the window's end is "
-        "phase-locked to their cycle (warm() returns just after a round of responses), so "
-        "some runs end in the gap twice running. lifescope reads a keep-alive thread waiting "
-        "40 ms for the next request as an L2 request, not L6: the connection is not idle "
-        "for long enough (TIE_ACTIVE_MS)"
-    ),
     ("http.server/db", "frame"): (
         "right in six runs before the request model; on main, once, wrong twice running: the "
         "one request read 'code is not visible', then 'L2 request: handle_one_request "
