@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from itertools import pairwise
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 from lifescope.analysis.frames import innermost_app, kind, label, short_file
 from lifescope.probes.pyspy import (
+    _written_at,
     classify_failure,
     last_sampled,
     parse_chrometrace,
@@ -180,3 +183,18 @@ def test_split_windows_share_the_runs_last_sample() -> None:
     run = StacksWindow(103.0, 100.0, (Frame("a", "/app/x.py", 1),), (span,), (), 300, 0, 100,
                        (), 101.5)  # fmt: skip
     assert [w.sampled_to for w in split_window(run, 3)] == [101.0, 101.5, 102.0]
+
+
+def test_a_window_is_anchored_when_pyspy_wrote_its_file(tmp_path: Path) -> None:
+    """Our wake-up after py-spy exits comes later than its write; the file's mtime says when.
+    A mtime more than a second off (a stepped wall clock) is not believed."""
+    out = tmp_path / "window.json"
+    before = time.monotonic()
+    out.write_text("[]")
+    after = time.monotonic()
+    woke = after + 0.3
+    assert before - 0.02 <= _written_at(str(out), woke) <= after  # mtime ticks are coarse
+    old = time.time() - 10
+    os.utime(out, (old, old))
+    assert _written_at(str(out), woke) == woke
+    assert _written_at(str(tmp_path / "missing.json"), woke) == woke

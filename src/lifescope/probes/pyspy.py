@@ -536,12 +536,14 @@ class StacksProbe(Probe):
 
 def _written_at(path: str, ended: float) -> float:
     """When py-spy wrote `path`, on our monotonic clock: its exit and our wake-up come after,
-    a few ms on a quiet machine and more when the collector waits for the GIL."""
+    a few ms on a quiet machine and more when the collector waits for the GIL. The file's
+    time is the wall clock's: one that says more than a second, the clock was stepped."""
     try:
         age = time.time() - os.stat(path).st_mtime
     except OSError:
         return ended
-    return min(ended, time.monotonic() - max(0.0, age))
+    written = time.monotonic() - age
+    return written if ended - 1.0 < written < ended else ended
 
 
 def split_window(window: StacksWindow, parts: int) -> list[StacksWindow]:
