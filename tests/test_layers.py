@@ -586,6 +586,32 @@ def test_a_window_ends_where_pyspy_stopped_sampling() -> None:
     assert lifetimes.clip([late], threads)[0].t == 9.77  # 22's birth: after 9.76
 
 
+def test_listings_past_the_stacks_end_still_say_who_is_gone() -> None:
+    """The hog run that read 5 in flight for 4 clients, as data: the stacks end at 10.0 (a
+    py-spy window cut where it stopped sampling) while listings go on to 10.06. Thread 21
+    left after the 9.94 listing; its spans, cut at its exit (9.96), end inside the 50 ms
+    that bridge stacks and listings. The last listing before 10.0 says it is gone."""
+    rules, _ = load_rules(user_dir=None)
+    server = "/usr/lib/python3.11/http/server.py"
+    frames = (
+        Frame("Handler.do_GET", "/srv/app.py", 7, code="time.sleep(0.2)"),
+        Frame("BaseHTTPRequestHandler.handle_one_request", server, 424),
+    )
+    serving = (11, 12, 13, 14)
+    spans = [StackSpan(tid, 9.8, 10.0, (0, 1)) for tid in serving]
+    spans.append(StackSpan(21, 9.7, 10.0, (0, 1)))
+    window = StacksWindow(10.0, 9.0, frames, tuple(spans), (), 100, 0, 25.0)
+
+    def listing(t: float, tids: tuple[int, ...]) -> ThreadsSample:
+        return ThreadsSample(t, tuple(ThreadStat(tid, "t", "S", 0, 230, 0) for tid in tids))
+
+    threads = [listing(9.9, (1, *serving, 21)), listing(9.94, (1, *serving, 21))]
+    threads += [listing(t, (1, *serving)) for t in (9.98, 10.02, 10.06)]
+    (cut,) = lifetimes.clip([window], threads)
+    stats = analyse([cut], [], None, [], rules, 9.0, 10.0, threads)
+    assert sorted(f.thread or 0 for f in stats.in_flight) == list(serving), stats.in_flight
+
+
 def test_in_flight_is_the_state_at_the_listing_not_just_after() -> None:
     """A hog run's last moment, as data: the last listing at 9.98 has four threads in do_GET
     (300 ms sleeps); their stacks go on to 10.02, back in handle_one_request reading the

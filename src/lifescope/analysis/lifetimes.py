@@ -104,15 +104,19 @@ def clip(
 def now(threads: Sequence[ThreadsSample], end: float) -> tuple[float, frozenset[int] | None]:
     """The moment "in flight now" is asked at, and the threads known alive then.
 
-    That moment is the last listing of the live threads when it is under a second old, else
-    `end` (the threads probe stalled or absent: nobody is known alive or gone). py-spy keeps
+    That moment is the last listing of the live threads before `end` when it is under a
+    second older, else `end` (the threads probe stalled or absent: nobody is known alive or
+    gone). Listings go on past `end` when stacks end early (a py-spy window cut where it
+    stopped sampling): taking none then let a thread that had exited 30 ms before `end`
+    count, 5 in flight for 4 clients in a hog run. py-spy keeps
     an exited thread's last stack until its recording ends, and only a listing shows the
     thread gone. A thread missing from that listing serves nothing now, however recently its
     stack was in a handler: an exited thread's spans end up to half a listing's period
     (`clip`) or one walk after its exit, inside the 50 ms that bridges stack samples and
     listings, and a thread-per-request server read 6 in flight for 4 clients under a hog."""
-    if threads and end - 1.0 < threads[-1].t < end:
-        return threads[-1].t, frozenset(t.tid for t in threads[-1].threads)
+    last = bisect_left([sample.t for sample in threads], end) - 1
+    if last >= 0 and end - 1.0 < threads[last].t:
+        return threads[last].t, frozenset(t.tid for t in threads[last].threads)
     return end, None
 
 
