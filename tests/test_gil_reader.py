@@ -404,7 +404,9 @@ def spawner():
     while True:
         batch = [threading.Thread(target=work) for _ in range(5)]
         for t in batch:
+            before = time.monotonic_ns()
             t.start()
+            os.write(1, b"C %d %d\\n" % (t.native_id, before))
         for t in batch:
             t.join()
             os.write(1, b"J %d %d\\n" % (t.native_id, time.monotonic_ns()))
@@ -426,7 +428,9 @@ def test_thread_churn_holders_are_alive(
     end (CLOCK_MONOTONIC, shared with us); a holder must have been alive when sampled. A thread
     holds the GIL after its last line while it is torn down — for as long as the OS preempts it,
     tens of ms on a busy machine — so its life ends when `join` returned in the spawner (a join
-    returns only once the thread state is gone), with 20 ms of slack for clock reads.
+    returns only once the thread state is gone), with 20 ms of slack for clock reads. Its
+    life begins just as early before its first line: a hog run read a holder 63 ms before it,
+    so it begins when the spawner called `start()`.
     """
     target = spawn(exe, CHURN)
     reader = GilReader.open(target.pid)
@@ -459,8 +463,10 @@ def test_thread_churn_holders_are_alive(
         if len(line.split()) != 3:
             continue
         kind, tid, ns = line.split()
-        span = alive.setdefault(int(tid), [0, 1 << 62])
-        if kind == "S":
+        span = alive.setdefault(int(tid), [0, 1 << 62, 0])
+        if kind == "C":
+            span[0], span[2] = int(ns), 1  # the stamp before start() wins over the thread's own
+        elif kind == "S" and not span[2]:
             span[0] = int(ns)
         elif kind == "J" or span[1] == 1 << 62:
             span[1] = int(ns)  # the join's stamp wins over the thread's own last line
