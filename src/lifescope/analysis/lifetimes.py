@@ -17,39 +17,40 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import replace
-from itertools import pairwise
 
 from lifescope.samples import StacksWindow, ThreadsSample
 
 
-def exits(threads: Sequence[ThreadsSample]) -> dict[int, float]:
-    """Thread id → when it had exited: midway between the last sample that listed it and the
-    next one (which did not). Threads in the last sample are alive as far as anyone knows."""
+def listed(threads: Sequence[ThreadsSample]) -> tuple[dict[int, int], dict[int, int]]:
+    """Thread id → the index of the first listing that has it, and of the last: one pass over
+    the listings (thousands per window, each refresh) for both `exits` and `births`."""
+    first: dict[int, int] = {}
     last: dict[int, int] = {}
     for index, sample in enumerate(threads):
         for thread in sample.threads:
+            first.setdefault(thread.tid, index)
             last[thread.tid] = index
+    return first, last
+
+
+def exits(threads: Sequence[ThreadsSample], last: dict[int, int]) -> dict[int, float]:
+    """Thread id → when it had exited: midway between the last sample that listed it and the
+    next one (which did not). Threads in the last sample are alive as far as anyone knows."""
     final = len(threads) - 1
     return {tid: (threads[i].t + threads[i + 1].t) / 2 for tid, i in last.items() if i < final}
 
 
-def births(threads: Sequence[ThreadsSample]) -> dict[int, tuple[float, float, float]]:
+def births(
+    threads: Sequence[ThreadsSample], first: dict[int, int], last: dict[int, int]
+) -> dict[int, tuple[float, float, float]]:
     """Thread id → (the last listing without it, the first and the last listing with it): it
     was born after the first of these, and alive from the second to the third. Threads of
     the first listing have no known birth and are left out."""
-    if not threads:
-        return {}
-    known = {thread.tid for thread in threads[0].threads}
-    out: dict[int, tuple[float, float, float]] = {}
-    for before, sample in pairwise(threads):
-        for thread in sample.threads:
-            if thread.tid not in known:
-                known.add(thread.tid)
-                out[thread.tid] = (before.t, sample.t, sample.t)
-            elif thread.tid in out:
-                born, first, _ = out[thread.tid]
-                out[thread.tid] = (born, first, sample.t)
-    return out
+    return {
+        tid: (threads[i - 1].t, threads[i].t, threads[last[tid]].t)
+        for tid, i in first.items()
+        if i > 0
+    }
 
 
 def sampled_end(window: StacksWindow, born: dict[int, tuple[float, float, float]]) -> float:
@@ -82,8 +83,9 @@ def clip(
     """`stacks` with every span of an exited thread cut at its exit, and every window cut
     where it stopped sampling (`sampled_end`). Windows that need no cut are returned as they
     are (several analyses cache by a window's identity)."""
-    gone = exits(threads)
-    born = births(threads)
+    first, last = listed(threads)
+    gone = exits(threads, last)
+    born = births(threads, first, last)
     out = []
     for window in stacks:
         end = sampled_end(window, born)
@@ -114,10 +116,15 @@ def now(threads: Sequence[ThreadsSample], end: float) -> tuple[float, frozenset[
     stack was in a handler: an exited thread's spans end up to half a listing's period
     (`clip`) or one walk after its exit, inside the 50 ms that bridges stack samples and
     listings, and a thread-per-request server read 6 in flight for 4 clients under a hog."""
-    last = bisect_left([sample.t for sample in threads], end) - 1
+    last = _before(threads, end)
     if last >= 0 and end - 1.0 < threads[last].t:
         return threads[last].t, frozenset(t.tid for t in threads[last].threads)
     return end, None
+
+
+def _before(threads: Sequence[ThreadsSample], t: float) -> int:
+    """The index of the last listing before `t` (-1: none)."""
+    return bisect_left([sample.t for sample in threads], t) - 1
 
 
 def listing_at(threads: Sequence[ThreadsSample], t: float) -> ThreadsSample | None:
@@ -126,8 +133,6 @@ def listing_at(threads: Sequence[ThreadsSample], t: float) -> ThreadsSample | No
     connection whose 5-byte body Nagle held behind unacknowledged headers (L5) had no thread
     on it any more, its thread already in the next request's handler, and one request was
     counted twice (5 in flight for 4 clients under two CPU hogs)."""
-    if not threads:
-        return None
-    i = bisect_left([s.t for s in threads], t)
-    near = [threads[j] for j in (i - 1, i) if 0 <= j < len(threads)]
-    return min(near, key=lambda s: abs(s.t - t))
+    i = _before(threads, t)
+    near = [threads[j] for j in (i, i + 1) if 0 <= j < len(threads)]
+    return min(near, key=lambda s: abs(s.t - t), default=None)
