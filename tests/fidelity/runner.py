@@ -338,10 +338,8 @@ class Clients:
         # closed-loop clients of a 300 ms handler ran in lockstep, and the window's end (a
         # fixed time after a round of responses) fell for all four at once into the 40 ms
         # between a response and the next request, in 3 runs of 7 under two CPU hogs.
-        if not self.stop_event.wait(index * STAGGER_S):
-            self._loop_from(index)
-
-    def _loop_from(self, index: int) -> None:
+        if self.stop_event.wait(index * STAGGER_S):
+            return
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         while self._running():
             try:
