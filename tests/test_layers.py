@@ -581,6 +581,9 @@ def test_a_window_ends_where_pyspy_stopped_sampling() -> None:
     # a thread that lived less than a sampling interval (40 ms) may fall between two samples
     brief = [*threads[:19], listing(9.76, (*native, *seen, 31)), listing(9.8, (*native, *seen))]
     assert lifetimes.clip([window], brief)[0].t == 10.0
+    # still in the newest listing: alive to no known end, as good as a whole interval
+    newest = [*threads[:19], listing(9.76, (*native, *seen, 41))]
+    assert lifetimes.clip([window], newest)[0].t == 9.73
     # py-spy listed the new thread 21 (its span starts at 9.77): it was still sampling then
     late = replace(window, spans=(*spans, StackSpan(21, 9.77, 10.0, (0, 1))), sampled_to=9.77)
     assert lifetimes.clip([late], threads)[0].t == 9.77  # 22's birth: after 9.76

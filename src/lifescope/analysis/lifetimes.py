@@ -17,6 +17,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import replace
+from math import inf
 
 from lifescope.samples import StacksWindow, ThreadsSample
 
@@ -44,10 +45,12 @@ def births(
     threads: Sequence[ThreadsSample], first: dict[int, int], last: dict[int, int]
 ) -> dict[int, tuple[float, float, float]]:
     """Thread id → (the last listing without it, the first and the last listing with it): it
-    was born after the first of these, and alive from the second to the third. Threads of
-    the first listing have no known birth and are left out."""
+    was born after the first of these, and alive from the second to the third — to no known
+    end (inf) when the newest listing has it. Threads of the first listing have no known
+    birth and are left out."""
+    final = len(threads) - 1
     return {
-        tid: (threads[i - 1].t, threads[i].t, threads[last[tid]].t)
+        tid: (threads[i - 1].t, threads[i].t, threads[last[tid]].t if last[tid] < final else inf)
         for tid, i in first.items()
         if i > 0
     }
@@ -57,11 +60,12 @@ def sampled_end(window: StacksWindow, born: dict[int, tuple[float, float, float]
     """Where `window`'s stacks stop being evidence. A window that shows sampling only up to
     `sampled_to` (py-spy's) and lists every thread at every sample (`--idle`) was not
     sampling while a thread it never saw lived, born after that, for a whole sampling
-    interval (a shorter life can fall between two samples). A window with no span at all
-    (a py-spy run stopped before its first sample) saw nothing. Without this, a thread-per-
-    request server read "code not visible" for every request begun in a window's last
-    ~0.1-0.2 s (2 runs in 8 under two CPU hogs at 25 Hz). A thread py-spy cannot see (not
-    Python) cuts too: a window a little short, never a wrong stack."""
+    interval (a shorter life can fall between two samples) or to the newest listing (a
+    collection ending just after such a birth read three requests "not visible"). A window
+    with no span at all (a py-spy run stopped before its first sample) saw nothing. Without
+    this, a thread-per-request server read "code not visible" for every request begun in a
+    window's last ~0.1-0.2 s (2 runs in 8 under two CPU hogs at 25 Hz). A thread py-spy
+    cannot see (not Python) cuts too: a window a little short, never a wrong stack."""
     last = window.sampled_to
     if last is None:
         return window.t
