@@ -212,6 +212,7 @@ def test_handshake_first_data_and_closes(server: tuple[Target, int, int]) -> Non
         other.close()
 
     assert cap.probe.ports == tuple(sorted((port, stuck_port)))
+    assert cap.probe.rx_stamps_on_arrival, "a packet stamped when read can precede its cause"
     events = cap.events
     assert events
     for e in events:
@@ -225,6 +226,7 @@ def test_handshake_first_data_and_closes(server: tuple[Target, int, int]) -> Non
         assert kinds.count("DATA") == 2, kinds  # the first payload of each direction, no more
         t = {e.kind: e.t for e in evs}
         assert t["SYN"] <= t["SYNACK"] <= t["ACK"]
+        assert [e.t for e in evs] == sorted(e.t for e in evs), "kernel stamps in causal order"
         assert (t["ACK"] - t["SYN"]) * 1000 < 5.0, "loopback handshake should take microseconds"
         assert all(e.line is None for e in evs)
         data = [e for e in evs if e.kind == "DATA"]

@@ -46,7 +46,9 @@ measured as the tightest of three bracketed clock reads, re-measured with every 
 and adopted only when it moved by more than 50 µs (an NTP step or accumulated slew). Differences
 between two packets — handshake times — therefore come straight from kernel timestamps and are
 exact to the nanosecond unless an adjustment falls between them. On loopback SYN → SYN-ACK
-measures 5–25 µs here (the recorded fixture), SYN → ACK under 50 µs.
+measures 5–25 µs here (the recorded fixture), SYN → ACK under 50 µs. The kernel switches
+stamping-on-arrival on a moment after the first socket asks for it; capture starts once it is on
+(:func:`_wait_for_rx_timestamps`), or a packet read early would carry its read time.
 
 **Per-connection state** exists only to emit the *first* payload segment of each direction: an
 entry is created at a client's SYN, remembers both initial sequence numbers (to recognise the
@@ -107,6 +109,9 @@ __all__ = [
 SOL_PACKET: Final = 263
 PACKET_STATISTICS: Final = 6
 SO_TIMESTAMPNS: Final = 35  # SO_TIMESTAMPNS_OLD: a struct timespec of two longs
+SO_TIMESTAMPING: Final = 37  # SO_TIMESTAMPING_OLD: three struct timespecs
+SOF_TIMESTAMPING_RX_SOFTWARE: Final = 1 << 3
+SOF_TIMESTAMPING_SOFTWARE: Final = 1 << 4
 SO_RCVBUFFORCE: Final = 33
 ETH_P_ALL: Final = 0x0003
 PACKET_OUTGOING: Final = 4
@@ -358,6 +363,41 @@ def _clock_offset_ns() -> int:
     return best[1]
 
 
+def _wait_for_rx_timestamps(timeout: float = 0.5) -> bool:
+    """Wait until the kernel stamps packets as they arrive; ``False`` if it did not in time.
+
+    The first socket that asks for timestamps only *schedules* the switch that makes the kernel
+    stamp packets on arrival (``net_enable_timestamp`` defers it to a work item). A packet that
+    arrives before the switch is stamped when it is read instead — 20 ms late in a test here —
+    while the next one, after the switch, carries its true time: a request could read as answered
+    before it was sent. Under two CPU hogs the switch lagged the packet socket's
+    ``SO_TIMESTAMPNS`` in 19 of 300 attaches, by at most 3 ms. The switch is global, so a UDP
+    datagram to ourselves on loopback shows when it is on: with ``SO_TIMESTAMPING`` alone, the
+    kernel reports a software receive stamp only when one was taken on arrival.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            udp.settimeout(timeout)
+            flags = SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE
+            udp.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, flags)
+            while True:
+                udp.sendto(b"t", udp.getsockname())
+                _, anc, _, _ = udp.recvmsg(1, socket.CMSG_SPACE(3 * _TIMESPEC.size))
+                if any(
+                    (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPING)
+                    and _TIMESPEC.unpack_from(data) != (0, 0)
+                    for level, kind, data in anc
+                ):
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.002)
+    except OSError:  # no loopback here: capture anyway, the first packets may be stamped late
+        return False
+
+
 DRAIN_BATCH_S = 0.02
 
 
@@ -405,6 +445,8 @@ class PacketsProbe(Probe):
         self._conns: OrderedDict[tuple[bytes, int, bytes, int], _Conn] = OrderedDict()
         self._events: list[PacketEvent] = []
         self._offset_ns = 0
+        self.rx_stamps_on_arrival = False
+        """Whether the kernel was stamping packets on arrival when the capture began."""
         self._diag: SockDiag | None = None
         self._suppressed_at = 0.0
 
@@ -447,6 +489,7 @@ class PacketsProbe(Probe):
                 )
                 return
             raise
+        self.rx_stamps_on_arrival = _wait_for_rx_timestamps()
         self._drain_unfiltered()
         self._offset_ns = _clock_offset_ns()
         next_emit = time.monotonic() + EMIT_INTERVAL_S
