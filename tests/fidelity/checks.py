@@ -66,7 +66,19 @@ def check_in_flight(truth: Truth, m: Measurement) -> Verdict:
     assert truth.in_flight is not None
     items = requests(m)
     ok = truth.fewest_in_flight <= len(items) <= truth.in_flight
-    return ok, f"{len(items)} in flight: {in_flight_text(m)}"
+    text = f"{len(items)} in flight: {in_flight_text(m)}"
+    return ok, text if ok else f"{text} [{who_text(items)}]"
+
+
+def who_text(items: list[dict[str, Any]]) -> str:
+    """Whose each item is (thread, task, connection, time in its layer): a wrong count says
+    which two items were one request, or which one was no request, the next time it fails."""
+    parts = []
+    for f in items:
+        who = " ".join(f"{k} {f[k]}" for k in ("thread", "task", "conn") if f.get(k) is not None)
+        since = f.get("since_ms")
+        parts.append(f"{f['layer']} {who or '?'}" + ("" if since is None else f" {since:.0f} ms"))
+    return "; ".join(parts)
 
 
 def check_model(truth: Truth, m: Measurement) -> Verdict:
