@@ -156,6 +156,22 @@ def test_windows_look_like_py_spy_windows(spawn: Callable[..., Target], tmp_path
     chain = {tuple(window.frames[i].name for i in s.stack[:3]) for s in window.spans}
     assert ("inner_spin", "Worker.middle", "Worker.outer") in chain
 
+    # A thread first seen at a window's last walk holds that stack for one walk's period,
+    # capped at the window's end. These real samples, with the main thread left out of all
+    # but that walk, are a thread-per-request thread born just before it: with a span of no
+    # length (the analysis drops those) its request read "code not visible".
+    def main_ok(sample: tuple[float, tuple[tuple[int, int, bytes], ...]]) -> bool:
+        return any(stacks.tid(n) == target.pid and st == OK and p for n, st, p in sample[1])
+
+    k = max(i for i, sample in enumerate(samples) if main_ok(sample))
+    late = [(t, tuple(x for x in ths if stacks.tid(x[0]) != target.pid)) for t, ths in samples[:k]]
+    late.append(samples[k])
+    last = samples[k][0]
+    for until, held in ((last + 0.004, 0.004), (last + 1.0, 0.01)):
+        born = stacks.window(late, start, until, 100.0)
+        spans = [(s.start, round(s.end - s.start, 6)) for s in born.spans if s.tid == target.pid]
+        assert spans == [(last, held)]
+
 
 def test_the_gil_loop_carries_the_walks(spawn: Callable[..., Target], tmp_path: object) -> None:  # noqa: F811
     from lifescope.probes.gil_batch import Pace, native_batch
