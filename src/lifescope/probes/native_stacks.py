@@ -328,7 +328,8 @@ class NativeStacks:
         the last walk instead, a thread first seen there had a span of no length, which the
         analysis drops: at a shed 25 Hz, thread-per-request threads live one or two walks,
         and a collection that ended on such a window read every request in flight as
-        "code not visible" (once in a CI run under a CPU hog, 1 in 16 runs at 10 Hz here)."""
+        "code not visible": once in a CI run under a CPU hog, and once in 96 runs here with
+        the walk rate patched down (that run's last window walked at 25 Hz)."""
         frame_index: dict[Frame, int] = {}
         frames: list[Frame] = []
         spans: list[StackSpan] = []
