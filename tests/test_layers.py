@@ -587,6 +587,15 @@ def test_a_window_ends_where_pyspy_stopped_sampling() -> None:
     # py-spy listed the new thread 21 (its span starts at 9.77): it was still sampling then
     late = replace(window, spans=(*spans, StackSpan(21, 9.77, 10.0, (0, 1))), sampled_to=9.77)
     assert lifetimes.clip([late], threads)[0].t == 9.77  # 22's birth: after 9.76
+    # Nothing cut (the threads born after 9.73 each lived under an interval), and every thread
+    # py-spy saw gone by the last listings: "now" is asked where py-spy last sampled, not in
+    # the 0.27 s its file claims beyond that, where no thread it sampled was left.
+    churn = [*threads[:19], listing(9.76, (*native, 11, 12, 13, 31)), listing(9.8, (*native, 32))]
+    churn += [listing(9.84, (*native, 33)), listing(9.88, native)]
+    (kept,) = lifetimes.clip([window], churn)
+    assert kept.t == 10.0
+    stats = analyse([kept], [], None, [], rules, 9.0, 10.0, churn)
+    assert sorted(f.thread or 0 for f in stats.in_flight) == list(seen), stats.in_flight
 
 
 def test_listings_past_the_stacks_end_still_say_who_is_gone() -> None:
