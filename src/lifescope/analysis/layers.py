@@ -448,7 +448,7 @@ def analyse(
     time_in: defaultdict[str, float] = defaultdict(float)
     """Seconds of request time per layer."""
     in_flight: list[InFlight] = []
-    asked_at, alive = lifetimes.now(thread_samples, min(end, _sampled_to(stacks, end)))
+    asked_at, alive = lifetimes.now(thread_samples, min(end, lifetimes.sampled_to(stacks, end)))
     for tid, parts in segments.items():
         for lo, hi, decision in parts:
             time_in[decision.layer] += hi - lo
@@ -551,17 +551,6 @@ def analyse(
     if concurrency.gevent_hub(stacks):
         measured += " (gevent: only the running greenlet is visible; parked ones are unknown)"
     return LayerStats(shares, {k: n for k, n in now.items() if n}, tuple(in_flight), measured)
-
-
-def _sampled_to(stacks: Sequence[StacksWindow], end: float) -> float:
-    """The newest moment the stacks sampled. "In flight now" is asked there: a py-spy window
-    runs on to its file's writing, up to ~0.2 s past its last sample under a CPU hog, and a
-    moment asked in that gap found no thread sampled within 50 ms of it: every request of a
-    thread-per-request server read "code not visible" (one hog run in two)."""
-    if not stacks:
-        return end
-    newest = max(stacks, key=lambda w: w.t)
-    return newest.t if newest.sampled_to is None else newest.sampled_to
 
 
 def _code_covered(
