@@ -448,7 +448,7 @@ def analyse(
     time_in: defaultdict[str, float] = defaultdict(float)
     """Seconds of request time per layer."""
     in_flight: list[InFlight] = []
-    asked_at, alive = lifetimes.now(thread_samples, min(end, lifetimes.sampled_to(stacks, end)))
+    asked_at, alive = lifetimes.now(thread_samples, min(end, lifetimes.sampled_to(stacks)))
     for tid, parts in segments.items():
         for lo, hi, decision in parts:
             time_in[decision.layer] += hi - lo

@@ -107,13 +107,13 @@ def clip(
     return tuple(out)
 
 
-def sampled_to(stacks: Sequence[StacksWindow], end: float) -> float:
+def sampled_to(stacks: Sequence[StacksWindow]) -> float:
     """The newest moment the stacks sampled. "In flight now" is asked there: a py-spy window
     runs on to its file's writing, up to ~0.2 s past its last sample under a CPU hog, and a
     moment asked in that gap found no thread sampled within 50 ms of it: every request of a
     thread-per-request server read "code not visible" (the likely reading of a hog run)."""
     if not stacks:
-        return end
+        return inf  # no stacks: nothing moves the moment asked
     newest = max(stacks, key=lambda w: w.t)
     return newest.t if newest.sampled_to is None else newest.sampled_to
 
