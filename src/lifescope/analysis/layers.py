@@ -448,27 +448,18 @@ def analyse(
     time_in: defaultdict[str, float] = defaultdict(float)
     """Seconds of request time per layer."""
     in_flight: list[InFlight] = []
-    asked_at, alive = lifetimes.now(thread_samples, min(end, lifetimes.sampled_to(stacks)))
+    task_times = [sample.t for sample in task_samples]
+    moment = min(end, lifetimes.sampled_to(stacks))
+    asked_at, alive, tasks_now = lifetimes.asked(thread_samples, task_times, stacks, moment)
+    sampled = lifetimes.sampled_at(stacks, asked_at)
     for tid, parts in segments.items():
         for lo, hi, decision in parts:
             time_in[decision.layer] += hi - lo
-        upto = [part for part in parts if part[0] <= asked_at + 0.05]
-        if not upto or (alive is not None and tid not in alive):
-            continue
-        # The state at `asked_at` when a part covers it; the 50 ms after it only bridge a
-        # thread whose stack was not sampled then. Four http.server threads back from their
-        # handler for 40 ms (listings end up to ~70 ms before stacks under a hog) read as four
-        # L2 requests reading the next one, which at `asked_at` were in do_GET.
-        covering = [i for i, (lo, hi, _) in enumerate(upto) if lo <= asked_at <= hi]
-        if covering:
-            upto = upto[: covering[-1] + 1]
-        last_lo, last_hi, last = upto[-1]
-        if asked_at - last_hi < 0.05:  # in this state at the last stack sample: in flight now
-            since = last_lo
-            for lo, hi, decision in reversed(upto[:-1]):
-                if decision.layer != last.layer or since - hi > 0.05:
-                    break
-                since = lo
+        if alive is not None and tid not in alive and tid not in sampled:
+            continue  # gone: py-spy keeps a thread's last stack to the end of its recording
+        state = lifetimes.state_at(parts, asked_at, tid in sampled, lambda d: d.layer)
+        if state is not None:
+            last, since, last_hi = state
             in_flight.append(
                 InFlight(
                     last.layer, round(last_hi - since, 3), last.evidence, tid, None, None,
@@ -500,12 +491,11 @@ def analyse(
         dt = max(0.0, min(nxt, end) - max(t, start))
         for _, decision in decided:
             time_in[decision.layer] += dt
-    parked_now = task_layers[-1][1] if task_layers else []
+    parked_now = task_layers[tasks_now][1] if tasks_now >= 0 else []
     for task, decision in parked_now:
         in_flight.append(
             InFlight(decision.layer, None, decision.evidence, None, task.name, None, task.pid)
         )
-    task_times = [t for t, _ in task_layers]
 
     def parked_at(t: float) -> int:
         index = bisect_right(task_times, t) - 1

@@ -14,12 +14,15 @@ span. A window ends before such a thread's birth (`sampled_end`).
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from math import inf
+from typing import TypeVar
 
 from lifescope.samples import StacksWindow, ThreadsSample
+
+T = TypeVar("T")
 
 
 def listed(threads: Sequence[ThreadsSample]) -> tuple[dict[int, int], dict[int, int]]:
@@ -118,23 +121,98 @@ def sampled_to(stacks: Sequence[StacksWindow]) -> float:
     return newest.t if newest.sampled_to is None else newest.sampled_to
 
 
-def now(threads: Sequence[ThreadsSample], end: float) -> tuple[float, frozenset[int] | None]:
-    """The moment "in flight now" is asked at, and the threads known alive then.
+def asked(
+    threads: Sequence[ThreadsSample],
+    task_times: Sequence[float],
+    stacks: Sequence[StacksWindow],
+    end: float,
+) -> tuple[float, frozenset[int] | None, int]:
+    """The moment "in flight now" is asked at, the threads the last listing by then has,
+    and the index of the task sample its parked tasks come from (-1: none).
 
-    That moment is the last listing of the live threads before `end` when it is under a
-    second older, else `end` (the threads probe stalled or absent: nobody is known alive or
-    gone). Listings go on past `end` when stacks end early (a py-spy window cut where it
-    stopped sampling): taking none then let a thread that had exited 30 ms before `end`
-    count, 5 in flight for 4 clients in a hog run. py-spy keeps
-    an exited thread's last stack until its recording ends, and only a listing shows the
-    thread gone. A thread missing from that listing serves nothing now, however recently its
-    stack was in a handler: an exited thread's spans end up to half a listing's period
-    (`clip`) or one walk after its exit, inside the 50 ms that bridges stack samples and
-    listings, and a thread-per-request server read 6 in flight for 4 clients under a hog."""
-    last = _before(threads, end)
-    if last >= 0 and end - 1.0 < threads[last].t:
-        return threads[last].t, frozenset(t.tid for t in threads[last].threads)
-    return end, None
+    It is a moment the stacks saw and another source spoke of, the newest under a second
+    before `end` (where the stacks last sampled):
+
+    * with asyncio tasks read, a task sample: parked tasks and stacks then speak of one
+      instant. Read 0.2-0.5 s apart (tasks at 2 Hz, stacks at 100), the loop thread seen
+      writing request A's response was counted beside a task list taken while A still
+      slept, or after A's client had sent its next request: 5 in flight for 4 clients in 4
+      of 12 runs of uvicorn's two workers under two CPU hogs;
+    * else a listing of the live threads. py-spy keeps an exited thread's last stack until
+      its recording ends, and only a listing shows the thread gone (5 and 6 in flight for 4
+      clients in hog runs); the states are the listing's too, not those of the 40 ms of
+      stacks after it (four threads back from their handler read as four L2 requests).
+
+    "Saw" because py-spy's windows leave ~0.1 s between them: a listing there, before the
+    newer window's first sample, found no thread sampled and every request of a
+    thread-per-request server "code not visible" (3 runs in 10 on a quiet machine). With no
+    such moment, the newest candidate is taken, or `end`; without a recent task sample the
+    parked tasks are the nearest sample's, and without a recent listing nobody is known
+    alive or gone (the threads probe stalled or absent)."""
+    seen = _sampled_stretches(stacks, end - 1.0)
+    listing_times = [sample.t for sample in threads]
+    from_tasks = [t for t in task_times if end - 1.0 < t <= end]
+    candidates = from_tasks or [t for t in listing_times if end - 1.0 < t <= end]
+    looked = [t for t in candidates if any(lo <= t <= hi for lo, hi in seen)]
+    at = max(looked or candidates or [end])
+    if from_tasks:
+        i = bisect_right(task_times, at) - 1
+    else:
+        i = min(range(len(task_times)), key=lambda j: abs(task_times[j] - at), default=-1)
+    listing = bisect_right(listing_times, at) - 1
+    if listing >= 0 and at - 1.0 < threads[listing].t:
+        return at, frozenset(t.tid for t in threads[listing].threads), i
+    return at, None, i
+
+
+def _sampled_stretches(stacks: Sequence[StacksWindow], since: float) -> list[tuple[float, float]]:
+    """From each window's first sample to its last, for the windows ending after `since`."""
+    return [
+        (min(span.start for span in w.spans), w.t if w.sampled_to is None else w.sampled_to)
+        for w in stacks
+        if w.spans and w.t > since
+    ]
+
+
+def sampled_at(stacks: Sequence[StacksWindow], t: float) -> frozenset[int]:
+    """Threads the stacks show at `t`, whatever they were doing: a span covers it."""
+    return frozenset(
+        span.tid
+        for window in stacks
+        if window.start <= t <= window.t
+        for span in window.spans
+        if span.start <= t <= span.end
+    )
+
+
+def state_at(
+    parts: Sequence[tuple[float, float, T]], t: float, sampled: bool, key: Callable[[T], object]
+) -> tuple[T, float, float] | None:
+    """A thread's request state at `t` from its request `parts` (time-ordered (start, end,
+    state)), since when its `key` (the layer) has held, and the end of its part.
+
+    That is the part covering `t`; for a thread whose stack was not sampled at `t`
+    (`sampled` False: a gap in its spans), a part ending or starting within 50 ms of it.
+    A thread sampled at `t` doing something else (an event loop in `select`) serves no
+    request then, however near its last request part: bridged, the loop thread's 3 ms
+    response write 40 ms before (or 5 ms after) was one more request beside the parked
+    tasks."""
+    covering = [i for i, (lo, hi, _) in enumerate(parts) if lo <= t <= hi]
+    if covering:
+        upto = parts[: covering[-1] + 1]
+    elif sampled:
+        return None
+    else:
+        upto = [part for part in parts if part[0] <= t + 0.05]
+        if not upto or t - upto[-1][1] >= 0.05:
+            return None
+    last_lo, last_hi, last = upto[-1]
+    since = last_lo
+    for lo, hi, state in reversed(upto[:-1]):
+        if key(state) != key(last) or since - hi > 0.05:
+            break
+        since = lo
+    return last, since, last_hi
 
 
 def _before(threads: Sequence[ThreadsSample], t: float) -> int:
