@@ -133,6 +133,8 @@ def test_asked_where_the_stacks_saw_not_between_two_windows() -> None:
     stacks = lifetimes.clip([older, newer], threads)
     at, alive, _ = lifetimes.asked(threads, [], stacks, lifetimes.sampled_to(stacks))
     assert at == -0.1 and alive == {1, 11, 12, 13}
-    stats = analyse(stacks, [], None, [], rules, -1.01, 0.18, threads)
-    assert sorted(f.thread or 0 for f in stats.in_flight) == [11, 12, 13], stats.in_flight
-    assert {f.layer for f in stats.in_flight} == {"L4"}
+    # a task list with no task (asyncio imported, no loop running, as in Django) moves nothing
+    for tasks in ([], [TasksSample(t, None, (), 0, 1.0) for t in (-1.0, -0.5, -0.05)]):
+        stats = analyse(stacks, [], None, tasks, rules, -1.01, 0.18, threads)
+        assert sorted(f.thread or 0 for f in stats.in_flight) == [11, 12, 13], stats.in_flight
+        assert {f.layer for f in stats.in_flight} == {"L4"}
