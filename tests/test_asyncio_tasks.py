@@ -711,7 +711,10 @@ def test_task_subclasses_and_eager_tasks(
     truth = _truth(proc)
     reader = AsyncioReader.open(proc.pid)
     tasks, total, errors = reader.read()
-    assert errors == 0 and reader.unsupported == 0
+    # The target is parked for good: a torn read here is the reader's. Once in a hog run
+    # (3.14, subclass) one pass counted one; the next pass says whether it lasts.
+    assert errors == 0, f"{errors} torn; the next pass: {reader.read()[2]}"
+    assert reader.unsupported == 0
     assert total == truth["total"]
     by_address = {t.address: t for t in tasks}
     for task_id in truth["ids"]:
