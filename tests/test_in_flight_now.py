@@ -81,7 +81,7 @@ def test_parked_tasks_and_the_loop_thread_are_read_at_one_instant() -> None:
         _tasks(-0.367, {21: ("Task-161", "Task-160"), 31: ("Task-93", "Task-94")}),
         _tasks(0.129, {21: ("Task-163", "Task-164"), 31: ("Task-97", "Task-80")}),
     ]
-    at, alive, i = lifetimes.asked(threads, [s.t for s in tasks], [window], 0.006)
+    at, alive, i = lifetimes.asked(threads, tasks, [window], 0.006)
     assert (at, i) == (-0.367, 0) and alive == {21, 31}
     (cut,) = lifetimes.clip([window], threads)
     stats = analyse([cut], [], None, tasks, rules, -0.39, 0.377, threads)

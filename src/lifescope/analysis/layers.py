@@ -450,10 +450,7 @@ def analyse(
     in_flight: list[InFlight] = []
     task_times = [sample.t for sample in task_samples]
     moment = min(end, lifetimes.sampled_to(stacks))
-    # Only task samples that found tasks speak of "now": Django imports asyncio, runs no loop.
-    read = [(i, sample.t) for i, sample in enumerate(task_samples) if sample.tasks]
-    asked_at, alive, k = lifetimes.asked(thread_samples, [t for _, t in read], stacks, moment)
-    tasks_now = read[k][0] if k >= 0 else -1
+    asked_at, alive, tasks_now = lifetimes.asked(thread_samples, task_samples, stacks, moment)
     sampled = lifetimes.sampled_at(stacks, asked_at)
     for tid, parts in segments.items():
         for lo, hi, decision in parts:

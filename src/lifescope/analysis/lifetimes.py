@@ -20,7 +20,7 @@ from dataclasses import replace
 from math import inf
 from typing import TypeVar
 
-from lifescope.samples import StacksWindow, ThreadsSample
+from lifescope.samples import StacksWindow, TasksSample, ThreadsSample
 
 T = TypeVar("T")
 
@@ -123,17 +123,18 @@ def sampled_to(stacks: Sequence[StacksWindow]) -> float:
 
 def asked(
     threads: Sequence[ThreadsSample],
-    task_times: Sequence[float],
+    tasks: Sequence[TasksSample],
     stacks: Sequence[StacksWindow],
     end: float,
 ) -> tuple[float, frozenset[int] | None, int]:
     """The moment "in flight now" is asked at, the threads the last listing by then has,
-    and the index of the task sample its parked tasks come from (-1: none).
+    and the index in `tasks` of the sample its parked tasks come from (-1: none).
 
     It is a moment the stacks saw and another source spoke of, the newest under a second
     before `end` (where the stacks last sampled):
 
-    * with asyncio tasks read, a task sample: parked tasks and stacks then speak of one
+    * with asyncio tasks read, a task sample that found tasks (Django imports asyncio and
+      runs no loop: its empty samples say nothing): parked tasks and stacks then speak of one
       instant. Read 0.2-0.5 s apart (tasks at 2 Hz, stacks at 100), the loop thread seen
       writing request A's response was counted beside a task list taken while A still
       slept, or after A's client had sent its next request: 5 in flight for 4 clients in 4
@@ -151,14 +152,12 @@ def asked(
     alive or gone (the threads probe stalled or absent)."""
     seen = _sampled_stretches(stacks, end - 1.0)
     listing_times = [sample.t for sample in threads]
-    from_tasks = [t for t in task_times if end - 1.0 < t <= end]
+    found = [i for i, sample in enumerate(tasks) if sample.tasks]
+    from_tasks = [tasks[i].t for i in found if end - 1.0 < tasks[i].t <= end]
     candidates = from_tasks or [t for t in listing_times if end - 1.0 < t <= end]
     looked = [t for t in candidates if any(lo <= t <= hi for lo, hi in seen)]
     at = max(looked or candidates or [end])
-    if from_tasks:
-        i = bisect_right(task_times, at) - 1
-    else:
-        i = min(range(len(task_times)), key=lambda j: abs(task_times[j] - at), default=-1)
+    i = min(found, key=lambda j: abs(tasks[j].t - at), default=-1)  # at itself, or nearest
     listing = bisect_right(listing_times, at) - 1
     if listing >= 0 and at - 1.0 < threads[listing].t:
         return at, frozenset(t.tid for t in threads[listing].threads), i
