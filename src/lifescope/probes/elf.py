@@ -15,9 +15,9 @@ segment is mapped so that ``map_start - page_down(p_vaddr) == map_offset - page_
 mapping whose file offset equals ``page_down(p_offset)`` and check every mapping agrees.  A
 non-PIE (``ET_EXEC``) file comes out with bias 0, as it should.
 
-Parsing a 20 MB libpython with pyelftools takes a fraction of a second, so results are cached by
-``(path, device, inode, mtime, size)``; a second attach to another worker of the same server is
-free.
+Results are cached by ``(path, device, inode, mtime, size)``, and probes attaching at once wait
+for one parse instead of each doing it (`elf_file.py` says what a parse costs); a second attach
+to another worker of the same server is free.
 """
 
 from __future__ import annotations
@@ -26,29 +26,12 @@ import contextlib
 import os
 import re
 import struct
-import sys
 import threading
 from dataclasses import dataclass
 
-from lifescope.target import undeleted
-
-try:
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.constants import SH_FLAGS
-    from elftools.elf.elffile import ELFFile
-    from elftools.elf.sections import SymbolTableSection
-
-    _NO_ELFTOOLS: str | None = None
-except (ImportError, TypeError) as exc:
-    # pyelftools 0.32+ needs Python 3.10; a remote collector may run on a host's 3.8 or 3.9
-    # (`attach ssh://`), where the readers that need symbols say so and the rest work.
-    _NO_ELFTOOLS = f"pyelftools does not run on this host's Python {sys.version.split()[0]} ({exc})"
-
-    class ELFError(Exception):  # type: ignore[no-redef]
-        pass
-
-
+from lifescope.probes.elf_file import PT_LOAD, SHF_ALLOC, SHT_NOBITS, ElfFile, ElfFormatError
 from lifescope.probes.errors import PERMISSION_REMEDY, ReaderUnavailable
+from lifescope.target import undeleted
 
 __all__ = [
     "ElfImage",
@@ -63,7 +46,6 @@ __all__ = [
 # Symbols resolved once per file: everything lifescope reads hangs off _PyRuntime, and the
 # 3.11+ Py_Version constant tells 3.11.2 from 3.11.7 without trusting the file name.
 _WANTED = ("_PyRuntime", "Py_Version")
-_NEEDS_SYMTAB = frozenset({"_PyRuntime"})
 
 _LIBPYTHON_RE = re.compile(r"libpython(\d)\.(\d+)[a-z]*\.so")
 _EXE_RE = re.compile(r"python(\d)\.(\d+)[a-z]*$")
@@ -123,6 +105,7 @@ class PythonBinary:
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _cache: dict[tuple[str, int, int, int, int], ElfImage] = {}
 _cache_lock = threading.Lock()
+_parsing: dict[tuple[str, int, int, int, int], threading.Lock] = {}
 
 
 def _page_down(x: int) -> int:
@@ -184,31 +167,34 @@ def _load_image(open_path: str, display_path: str, st: os.stat_result) -> ElfIma
     key = (display_path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
     with _cache_lock:
         hit = _cache.get(key)
-    if hit is not None:
-        return hit
-    image = _parse_image(open_path, display_path)
-    with _cache_lock:
-        _cache[key] = image
-    return image
+        if hit is not None:
+            return hit
+        parsing = _parsing.setdefault(key, threading.Lock())
+    with parsing:  # the GIL, tasks and stacks probes attach at the same moment: parse once
+        with _cache_lock:
+            hit = _cache.get(key)
+        if hit is not None:
+            return hit
+        image = _parse_image(open_path, display_path)
+        with _cache_lock:
+            _cache[key] = image
+            _parsing.pop(key, None)
+        return image
 
 
 def _parse_image(open_path: str, display_path: str) -> ElfImage:
-    if _NO_ELFTOOLS is not None:
-        raise ElfLookupError(
-            f"{_NO_ELFTOOLS}: install a Python 3.10+ there (lifescope uses the newest)"
-        )
     try:
         with open(open_path, "rb") as f:
-            elf = ELFFile(f)
+            elf = ElfFile(f)
             loads = tuple(
-                (_page_down(seg["p_offset"]), _page_down(seg["p_vaddr"]))
-                for seg in elf.iter_segments()
-                if seg["p_type"] == "PT_LOAD"
+                (_page_down(seg.offset), _page_down(seg.vaddr))
+                for seg in elf.segments
+                if seg.type == PT_LOAD
             )
             symbols = _find_symbols(elf, _WANTED)
             py_version_hex: int | None = None
             if "Py_Version" in symbols:
-                raw = _read_vaddr(elf, symbols["Py_Version"], 8)
+                raw = elf.read_vaddr(symbols["Py_Version"], 8)
                 if raw is not None:
                     py_version_hex = struct.unpack("<Q", raw)[0]
             rodata_version = None
@@ -216,53 +202,30 @@ def _parse_image(open_path: str, display_path: str) -> ElfImage:
                 rodata_version = _rodata_version(elf)
             return ElfImage(
                 path=display_path,
-                elf_type=elf["e_type"],
-                machine=elf["e_machine"],
+                elf_type=elf.e_type,
+                machine=elf.machine,
                 loads=loads,
                 symbols=symbols,
                 py_version_hex=py_version_hex,
                 rodata_version=rodata_version,
             )
-    except (ELFError, OSError, struct.error) as exc:
+    except (ElfFormatError, OSError, struct.error) as exc:
         raise ElfLookupError(f"cannot parse ELF file {display_path}: {exc}") from exc
 
 
-def _find_symbols(elf: ELFFile, names: tuple[str, ...]) -> dict[str, int]:
+def _find_symbols(elf: ElfFile, names: tuple[str, ...]) -> dict[str, int]:
     """Look names up in .dynsym first (small, always present), then .symtab (may be stripped)."""
     found: dict[str, int] = {}
     for sec_name in (".dynsym", ".symtab"):
-        sec = elf.get_section_by_name(sec_name)
-        if not isinstance(sec, SymbolTableSection):
+        sec = elf.section(sec_name)
+        missing = tuple(name for name in names if name not in found)
+        if sec is None or not missing:
             continue
-        for name in names:
-            # Only _PyRuntime is worth a .symtab scan (slow: ~1 s for libpython's 15k
-            # symbols); Py_Version is exported (in .dynsym) whenever it exists.
-            if name in found or (sec_name == ".symtab" and name not in _NEEDS_SYMTAB):
-                continue
-            syms = sec.get_symbol_by_name(name)
-            for sym in syms or ():
-                if sym["st_shndx"] != "SHN_UNDEF" and sym["st_value"]:
-                    found[name] = sym["st_value"]
-                    break
-        if len(found) == len(names):
-            break
+        found.update(elf.symbols(sec, missing))
     return found
 
 
-def _read_vaddr(elf: ELFFile, vaddr: int, size: int) -> bytes | None:
-    """Read initialised bytes at a link-time address from the file (None if in .bss)."""
-    for seg in elf.iter_segments():
-        if seg["p_type"] != "PT_LOAD":
-            continue
-        start = seg["p_vaddr"]
-        if start <= vaddr and vaddr + size <= start + seg["p_filesz"]:
-            elf.stream.seek(seg["p_offset"] + (vaddr - start))
-            data: bytes = elf.stream.read(size)
-            return data if len(data) == size else None
-    return None
-
-
-def _rodata_version(elf: ELFFile) -> str | None:
+def _rodata_version(elf: ElfFile) -> str | None:
     """The PY_VERSION literal in read-only data, if exactly one distinct candidate exists.
 
     Why: 3.8-3.10 have no ``Py_Version`` constant and a static interpreter may be called just
@@ -270,10 +233,10 @@ def _rodata_version(elf: ELFFile) -> str | None:
     .rodata as ``"3.10.13\\0"`` (possibly as the tail of a longer string).  If several
     different versions appear we refuse to choose.
     """
-    sec = elf.get_section_by_name(".rodata")
-    if sec is None or not sec["sh_flags"] & SH_FLAGS.SHF_ALLOC:
+    sec = elf.section(".rodata")
+    if sec is None or not sec.flags & SHF_ALLOC:
         return None
-    data = sec.data()
+    data = elf.data(sec)
     found = {m.group(1).decode() for m in _RODATA_VERSION_RE.finditer(data)}
     return found.pop() if len(found) == 1 else None
 
@@ -446,10 +409,11 @@ def find_section(pid: int, section: str, file_pattern: str) -> tuple[str, bytes]
             data = None
             try:
                 with open(open_path, "rb") as handle:
-                    found = ELFFile(handle).get_section_by_name(section)
-                    if found is not None and found["sh_type"] != "SHT_NOBITS":
-                        data = found.data()
-            except (ELFError, OSError):
+                    elf = ElfFile(handle)
+                    found = elf.section(section)
+                    if found is not None and found.type != SHT_NOBITS:
+                        data = elf.data(found)
+            except (ElfFormatError, OSError):
                 data = None
             with _cache_lock:
                 _section_cache[key] = data

@@ -1,10 +1,10 @@
 """The self-contained collector shipped to a host that has no lifescope of this version.
 
 One zip, built from this installation: lifescope's collector-side modules (everything but
-the UI and the demo) with their data files, pyelftools when the host's Python can run it
-(3.10+; older ones lose only the symbol readers, see `probes.elf`), and the py-spy binary
-unless the host already has the same py-spy on its PATH. No psutil or scapy: the collector
-imports neither (sockets come from netlink or /proc, packets from its own BPF and parser).
+the UI and the demo) with their data files, and the py-spy binary unless the host already has
+the same py-spy on its PATH. Nothing else: the collector imports no psutil or scapy (sockets
+come from netlink or /proc, packets from its own BPF and parser) and no pyelftools (symbols
+come from its own ELF reader, `probes.elf_file`, which also runs on a host's 3.8 or 3.9).
 
 Built once per kind of host and kept in the user's cache (`cache_dir`), so a reconnection or
 the next session ships the same bytes without building them again.
@@ -59,7 +59,6 @@ class Bundle:
     files: int
     pyspy: bool
     """The py-spy binary is inside (the host had none of our version)."""
-    elftools: bool
     note: str
     """What the host gets and what it does without, in one line."""
 
@@ -127,20 +126,12 @@ def _store(key: str, data: bytes) -> None:
 @functools.lru_cache(maxsize=4)
 def build(host: HostFacts, lean: bool = False) -> Bundle:
     """The bundle for this host. `lean` (a thin link) compresses with LZMA where the host can
-    unpack it: 2.4 MB instead of 3.2 MB, but ~5 s of CPU to build instead of ~0.6 s
+    unpack it: 2.3 MB instead of 3.1 MB, but ~5 s of CPU to build instead of ~0.6 s
     (measured here) — once: a built bundle is kept in the user's cache, keyed by the
     sha256 of everything in it, so the next session sends it at once."""
     method = zipfile.ZIP_LZMA if (lean and host.lzma) else zipfile.ZIP_DEFLATED
     notes: list[str] = []
     entries = _tree(os.path.dirname(lifescope.__file__), "lifescope", _EXCLUDED)
-    elftools = host.python >= (3, 10)
-    if elftools:
-        import elftools as elftools_package
-
-        entries += _tree(os.path.dirname(elftools_package.__file__), "elftools")
-    else:
-        notes.append(f"host Python {host.python[0]}.{host.python[1]} < 3.10: no GIL or "
-                     "asyncio memory readers (GIL from py-spy dumps)")  # fmt: skip
     binary = find_pyspy()
     ours = _local_pyspy_version(binary) if binary else ""
     ship = bool(binary) and host.pyspy != ours and host.machine == platform.machine()
@@ -164,4 +155,4 @@ def build(host: HostFacts, lean: bool = False) -> Bundle:
                 archive.write(path, arcname)
         data = buffer.getvalue()
         _store(key, data)
-    return Bundle(data, len(entries), ship, elftools, "; ".join(notes))
+    return Bundle(data, len(entries), ship, "; ".join(notes))
