@@ -224,7 +224,7 @@ def test_the_gil_probe_sends_the_stacks_probes_windows_when_ridden(
     out: list[object] = []
     watched = resolve(target.pid)
     stacks = StacksProbe(watched, out.append)
-    stacks.ridden = True
+    stacks.ride.wanted = True
     gil = GilProbe(watched, out.append, stacks=stacks)
     stacks.start()
     gil.start()

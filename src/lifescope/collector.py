@@ -49,6 +49,10 @@ FLUSH_EVERY_S = 0.1
 """Stream latency bound; also what a SIGKILLed recording can lose at most."""
 
 
+THREADS_ON_GIL = os.environ.get("LIFESCOPE_THREADS_ON_GIL", "1") != "0"
+"""``LIFESCOPE_THREADS_ON_GIL=0``: the threads probe samples in its own loop (to compare)."""
+
+
 def build_probes(
     target: Target,
     emit: Emit,
@@ -68,13 +72,17 @@ def build_probes(
         "workers": lambda: WorkersProbe(target, emit, family=family),
     }
     probes = {name: factories[name]() for name in names}
-    gil, stacks = probes.get("gil"), probes.get("stacks")
-    # Stacks from the native walker on the GIL loop (issue 17); it reads one process, so a
-    # pre-fork master's workers keep py-spy (--subprocesses).
-    ridable = isinstance(gil, GilProbe) and isinstance(stacks, StacksProbe)
-    if NATIVE_STACKS and ridable and family.workers() == ():
-        stacks.ridden = True  # type: ignore[union-attr]
-        gil.stacks = stacks  # type: ignore[union-attr]
+    gil, stacks, threads = probes.get("gil"), probes.get("stacks"), probes.get("threads")
+    # The GIL loop wakes 2,000 times a second; the walker's stacks and the threads probe's
+    # /proc reads ride those wake-ups (issue 17). It reads one process, so a pre-fork
+    # master's workers keep py-spy (--subprocesses) and the threads probe's own loop.
+    if isinstance(gil, GilProbe) and family.workers() == ():
+        if NATIVE_STACKS and isinstance(stacks, StacksProbe):
+            stacks.ride.wanted = True
+            gil.stacks = stacks
+        if THREADS_ON_GIL and isinstance(threads, ThreadsProbe):
+            threads.ride.wanted = True
+            gil.threads = threads
     dump = probes.get("dump")
     if isinstance(dump, DumpProbe) and "gil" in probes and "stacks" in probes:
         dump.covered_by = (probes["gil"], probes["stacks"])

@@ -88,3 +88,40 @@ class Probe(threading.Thread):
 
     def sample_loop(self) -> None:
         raise NotImplementedError
+
+
+class Ride:
+    """A probe whose samples the GIL probe's loop takes on its own wake-ups (issue 17: a
+    wake-up costs more than the reads it serves). The GIL probe answers once whether it can
+    (`answer`), and says when its loop ended early (`end`), so the ridden probe then samples
+    on its own instead of going silent."""
+
+    def __init__(self) -> None:
+        self.wanted = False
+        """Set by the collector when the GIL probe was told to take this probe's samples."""
+        self.error: str | None = None
+        self._answered = threading.Event()
+        self._ended = threading.Event()
+
+    def answer(self, error: str | None) -> None:
+        """None: the GIL loop takes the samples; else why it cannot."""
+        self.error = error
+        self._answered.set()
+
+    @property
+    def answered(self) -> bool:
+        return self._answered.is_set()
+
+    def end(self) -> None:
+        self._ended.set()
+
+    def wait(self, probe: Probe, note: str) -> bool:
+        """Sit out the ride in `probe`'s thread. True: it lasted until the probe was stopped;
+        False: sample on your own (not wanted, refused, unanswered after 10 s, or ended)."""
+        if not self.wanted or not self._answered.wait(10.0) or self.error is not None:
+            return False
+        probe.set_status("ok", note)
+        while probe.sleep(1.0):
+            if self._ended.is_set():
+                return False
+        return True

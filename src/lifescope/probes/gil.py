@@ -20,6 +20,11 @@ came late (gap over 1 ms), and reports "degraded" when many do. While the collec
 load (`budget.py`: the machine saturated and the target kept waiting for a CPU) it gives up
 FIFO too: then accuracy yields to the target, and the header says so.
 
+Other probes ride these wake-ups instead of waking on their own (issue 17; `base.Ride`): the
+native walker's stacks and the threads probe's /proc reads, each at its own rate, on a single
+process and the compiled loop only. If this loop ends while they ride, they go on by
+themselves.
+
 If the reader cannot attach or validate (unknown build, permissions), the probe says so and
 stops; the analysis then falls back to py-spy's `owns_gil` samples (source "pyspy").
 """
@@ -31,8 +36,16 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from lifescope.probes.base import Emit, Probe
-from lifescope.probes.gil_batch import NATIVE, SLOW_NOTE, Batcher, Pace, batcher_for, native_batch
+from lifescope.probes.base import Emit, Probe, Ride
+from lifescope.probes.gil_batch import (
+    NATIVE,
+    SLOW_NOTE,
+    Batcher,
+    Pace,
+    batcher_for,
+    fits_native,
+    native_batch,
+)
 from lifescope.probes.gil_reader import GilReader, GilUnavailable
 from lifescope.probes.memory import MemoryReadError, PreparedRead
 from lifescope.samples import FREE, UNKNOWN_HOLDER, GilInfo, GilRuns
@@ -41,6 +54,7 @@ from lifescope.target import Target
 if TYPE_CHECKING:
     from lifescope.probes.native_stacks import NativeStacks
     from lifescope.probes.pyspy import StacksProbe
+    from lifescope.probes.threads import ThreadsProbe
 
 DEFAULT_HZ = float(os.environ.get("LIFESCOPE_GIL_HZ", "2000"))
 IDLE_HZ = 500.0
@@ -84,6 +98,7 @@ class GilProbe(Probe):
         rate_hz: float = DEFAULT_HZ,
         native: bool = NATIVE,
         stacks: StacksProbe | None = None,
+        threads: ThreadsProbe | None = None,
     ) -> None:
         super().__init__(target, emit)
         self.rate_hz = rate_hz
@@ -91,11 +106,17 @@ class GilProbe(Probe):
         """Sample in the compiled loop (`_sampler.c`) when it was built; else in Python."""
         self.stacks = stacks
         """The stacks probe whose windows this loop takes, at the rate py-spy would sample."""
+        self.threads = threads
+        """The threads probe whose /proc files this loop reads (compiled loop only)."""
 
     def _ride(self, reader: GilReader) -> tuple[NativeStacks | None, Batcher]:
         """The native stack walker on this loop, if asked for and it attaches; else the plain
-        batch loop, and the stacks probe told to run py-spy."""
+        batch loop, and the stacks probe told to run py-spy. The threads probe is told
+        whether this loop reads its files: only the compiled loop can."""
         layout = reader.batch_layout
+        if self.threads is not None:
+            native = fits_native(layout, self.native)
+            self.threads.ride.answer(None if native else "the compiled GIL loop is not in use")
         if self.stacks is None:
             return None, batcher_for(reader, self.native)
         from lifescope.probes.errors import TasksUnavailable
@@ -106,10 +127,13 @@ class GilProbe(Probe):
                 raise TasksUnavailable("the compiled GIL loop is not in use", "")
             walker = NativeStacks(reader.pid, reader)
         except (TasksUnavailable, MemoryReadError) as exc:
-            self.stacks.ride_result(str(exc))
+            self.stacks.ride.answer(str(exc))
             return None, batcher_for(reader, self.native)
-        self.stacks.ride_result(None)
+        self.stacks.ride.answer(None)
         return walker, native_batch(layout, reader.pid, walker.layout.as_tuple())
+
+    def _riders(self) -> tuple[Ride, ...]:
+        return tuple(p.ride for p in (self.stacks, self.threads) if p is not None)
 
     def sample_loop(self) -> None:
         try:
@@ -123,10 +147,16 @@ class GilProbe(Probe):
             finally:
                 reader.close()
         finally:
-            if self.stacks is not None and not self.stacks.ride_answered:
-                # The loop never rode: the stacks probe runs py-spy instead, at once.
-                said = self._status[1] if self._status is not None else None
-                self.stacks.ride_result(said or "the GIL loop did not start")
+            said = self._status[1] if self._status is not None else None
+            threads = self.threads
+            if threads is not None and threads.ride.answered and threads.ride.error is None:
+                threads.close()  # its files were this loop's to read, and to close
+            for ride in self._riders():
+                if not ride.answered:
+                    # The loop never rode: the probe samples on its own, at once.
+                    ride.answer(said or "the GIL loop did not start")
+                elif not self.stopping:
+                    ride.end()  # the loop died under it: the probe goes on by itself
 
     def _loop(self, reader: GilReader) -> None:
         period = 1.0 / self.rate_hz
@@ -181,9 +211,16 @@ class GilProbe(Probe):
         walker, batch = self._ride(reader)
         if walker is not None and self.stacks is not None:
             pace.stack_period = 1.0 / self.stacks.walk_rate(self.budget.scale)
+        threads = self.threads
+        if threads is not None and threads.ride.error is not None:
+            threads = None
         stacks_start = now
         next_emit = now + EMIT_EVERY_S
         while not self.stopping:
+            if threads is not None:
+                pace.files = threads.ride_files()
+                if pace.files is None:  # the target is gone: its status says so
+                    threads = None
             try:
                 batch(pace, next_emit, reader.known_holders())
                 # Reads whose bytes changed, in order; between them every read was the same.
@@ -204,6 +241,8 @@ class GilProbe(Probe):
                 return
             finally:
                 pace.changes.clear()
+            if threads is not None and pace.file_ticks:
+                threads = self._threads_from(threads, pace)
             now = pace.previous
             if now >= next_emit:
                 reads, late = pace.reads, pace.late
@@ -248,6 +287,8 @@ class GilProbe(Probe):
                     pace.stack_samples.clear()
                     stacks_start = now
                     pace.stack_period = 1.0 / self.stacks.walk_rate(self.budget.scale)
+                if threads is not None:
+                    pace.file_period = threads.ride_period(self.budget.scale)
                 pace.reads = pace.late = 0
                 window_start = now
                 last_switch = value.switch_number
@@ -268,6 +309,21 @@ class GilProbe(Probe):
                     elif scale == 1.0 and can_realtime and not realtime:
                         realtime = _realtime()
                     self.emit(info(now, 1.0 / fast, realtime))
+
+    def _threads_from(self, threads: ThreadsProbe, pace: Pace) -> ThreadsProbe | None:
+        """The threads probe's samples from this batch's file reads; on a bug there, that
+        probe goes on in its own loop and this one keeps reading the GIL."""
+        try:
+            threads.ride_ticks(pace.file_ticks)
+        except Exception as exc:
+            threads.errors += 1
+            threads.set_status("degraded", f"threads on the GIL loop failed: {exc!r}", None)
+            pace.files = None
+            threads.ride.end()
+            return None
+        finally:
+            pace.file_ticks.clear()
+        return threads
 
 
 def _holder(locked: bool, tid: int | None) -> int:

@@ -45,6 +45,8 @@ if TYPE_CHECKING:  # a runtime `tuple[...]` would fail on the 3.8 hosts ssh:// b
     """(time of the read before, time of this read, its bytes): a read unlike the one before."""
     StackSample = tuple[float, tuple[tuple[int, int, bytes], ...]]
     """(time of the walk, (tid, status, packed frames) per thread): `native_stacks.Sample`."""
+    FileTick = tuple[float, tuple[bytes | int, ...]]
+    """(time of the reads, each file's bytes or its read's errno): `ThreadsProbe.ride_ticks`."""
 
 
 @dataclass
@@ -67,6 +69,12 @@ class Pace:
     next_stack: float = 0.0
     stack_period: float = 0.01
     """Between stack walks; the GIL probe lowers the rate with the thread count and the budget."""
+    files: tuple[int, ...] | None = None
+    """Descriptors the native loop preads from offset 0 every ``file_period`` (the threads
+    probe's /proc files); their bytes go to ``file_ticks``."""
+    file_ticks: list[FileTick] = field(default_factory=list)
+    next_file: float = 0.0
+    file_period: float = 0.01
 
 
 class Batcher(Protocol):
@@ -134,7 +142,8 @@ def native_batch(
 
     With ``stacks`` (a :class:`~lifescope.probes.native_stacks.WalkLayout` as a tuple), the
     first GIL read at or after each ``pace.stack_period`` also walks every thread's frames, so
-    one wake-up serves both probes (issue 17); the samples go to ``pace.stack_samples``."""
+    one wake-up serves both probes (issue 17); the samples go to ``pace.stack_samples``.
+    Likewise ``pace.files`` are read every ``pace.file_period`` into ``pace.file_ticks``."""
     assert _sampler is not None
     regions = list(layout.regions)
 
@@ -144,6 +153,10 @@ def native_batch(
             if pace.next_stack <= 0:
                 pace.next_stack = pace.next_read
             extra = (stacks, pace.stack_period, pace.next_stack)
+        if pace.files:
+            if pace.next_file <= 0:
+                pace.next_file = pace.next_read
+            extra = (extra or (None, 0.0, 0.0)) + (pace.files, pace.file_period, pace.next_file)
         out = _sampler.gil_batch(
             pid, regions, pace.last, layout.locked, layout.holder, layout.switch,
             layout.counter, known, pace.next_read, pace.step, pace.period,
@@ -153,6 +166,9 @@ def native_batch(
         if stacks is not None:
             pace.stack_samples.extend(out[9])
             pace.next_stack = out[10]
+        if pace.files:
+            pace.file_ticks.extend(out[12])
+            pace.next_file = out[13]
         pace.changes.extend(changes)
         pace.reads += reads
         pace.late += late
@@ -165,9 +181,14 @@ def native_batch(
     return run
 
 
+def fits_native(layout: BatchLayout, native: bool = NATIVE) -> bool:
+    """The compiled loop was built (and asked for) and can read this layout."""
+    return native and _sampler is not None and len(layout.regions) <= 8 and layout.size <= 256
+
+
 def batcher_for(reader: GilReader, native: bool = NATIVE) -> Batcher:
     """The native loop when it was built (and asked for), else the Python one."""
     layout = reader.batch_layout
-    if native and _sampler is not None and len(layout.regions) <= 8 and layout.size <= 256:
+    if fits_native(layout, native):
         return native_batch(layout, reader.pid)
     return python_batch(PreparedRead(reader.pid, layout.regions), layout, reader.pid)

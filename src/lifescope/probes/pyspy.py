@@ -31,7 +31,6 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,7 +38,7 @@ from typing import Any
 from lifescope.analysis.frames import innermost_app, label
 from lifescope.analysis.frames import kind as innermost_kind
 from lifescope.outputs import private_directory
-from lifescope.probes.base import Emit, Probe
+from lifescope.probes.base import Emit, Probe, Ride
 from lifescope.probes.budget import rate_within
 from lifescope.probes.family import Family
 from lifescope.probes.nspid import TidMap
@@ -375,20 +374,9 @@ class StacksProbe(Probe):
         self.source = SourceLines(target.pid)
         self.tids = TidMap(target.pid)
         self._worker_tids: dict[int, TidMap] = {}
-        self.ridden = False
+        self.ride = Ride()
         """The GIL probe may take this probe's windows from the native walker
-        (``gil.NATIVE_STACKS``); it says whether it could with :meth:`ride_result`."""
-        self._ride = threading.Event()
-        self._ride_error: str | None = None
-
-    def ride_result(self, error: str | None) -> None:
-        """The GIL probe's answer: None (it sends the windows) or why it cannot."""
-        self._ride_error = error
-        self._ride.set()
-
-    @property
-    def ride_answered(self) -> bool:
-        return self._ride.is_set()
+        (``gil.NATIVE_STACKS``)."""
 
     def walk_rate(self, scale: float) -> int:
         """Stacks a second, for py-spy or the walker alike: fewer with many threads (the cost
@@ -399,17 +387,6 @@ class StacksProbe(Probe):
         self.rate_hz = max(min(rate, MIN_STACKS_HZ), round(rate * scale))
         return self.rate_hz
 
-    def _wait_ridden(self) -> bool:
-        """True while the GIL probe sends the windows; False: run py-spy as always."""
-        if not self.ridden:
-            return False
-        if not self._ride.wait(10.0) or self._ride_error is not None:
-            return False
-        self.set_status("ok", "stacks from lifescope's native walker, on the GIL loop")
-        while self.sleep(1.0):
-            pass
-        return True
-
     def stop(self) -> None:
         super().stop()
         proc = self.process
@@ -418,7 +395,7 @@ class StacksProbe(Probe):
                 proc.send_signal(signal.SIGINT)  # py-spy flushes and exits on SIGINT
 
     def sample_loop(self) -> None:
-        if self._wait_ridden():
+        if self.ride.wait(self, "stacks from lifescope's native walker, on the GIL loop"):
             return
         binary = find_pyspy()
         if binary is None:

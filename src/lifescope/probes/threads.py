@@ -6,6 +6,13 @@ count (a budget of thread-reads per second), from 100 Hz for a handful down to 1
 
 The files are opened once per thread and re-read with `pread`, which saves two syscalls per
 read; a thread that exits simply disappears (ENOENT/ESRCH) and its file is closed.
+
+Where the GIL probe runs its compiled loop on a single process, that loop preads these files on
+its own wake-ups (`Ride`; issue 17): this probe's thread then only sits out the ride, the GIL
+loop lists the threads and hands back the bytes after each batch (~10 times a second), and the
+parsing below turns them into the same samples, each stamped with the time of its read. A
+non-Python thread born mid-batch is seen from the next batch (≤ 0.1 s later); a Python thread's
+birth ends the batch (the GIL loop watches the thread-state counter).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import errno
 import os
 import time
 
-from lifescope.probes.base import Emit, Probe
+from lifescope.probes.base import Emit, Probe, Ride
 from lifescope.probes.budget import rate_within
 from lifescope.probes.family import Family
 from lifescope.samples import ThreadsSample, ThreadStat
@@ -93,6 +100,9 @@ class ThreadsProbe(Probe):
         """A pre-fork master's workers are read too, one sample per process each tick."""
         self._files: dict[int, dict[int, _TaskFiles]] = {}
         self._syscall_denied = False
+        self.ride = Ride()
+        """The GIL probe's loop may read the files on its wake-ups (single process only)."""
+        self._ride_tasks: list[tuple[int, _TaskFiles]] = []
 
     def _pids(self) -> tuple[int, ...]:
         return self.family.serving() if self.family is not None else (self.target.pid,)
@@ -132,25 +142,92 @@ class ThreadsProbe(Probe):
             tag = None if pid == self.target.pid else pid
             for tid, task in list(files.items()):
                 try:
-                    raw = os.pread(task.stat_fd, 1024, 0)
-                    if raw != task.last_stat[0]:
-                        task.last_stat = (raw, parse_stat(raw))
-                    comm, state, ticks = task.last_stat[1]
-                    number = arg0 = None
+                    raw_stat = os.pread(task.stat_fd, 1024, 0)
+                    raw_syscall = None
                     if task.syscall_fd is not None:
-                        raw = os.pread(task.syscall_fd, 256, 0)
-                        if raw != task.last_syscall[0]:
-                            task.last_syscall = (raw, parse_syscall(raw))
-                        number, arg0 = task.last_syscall[1]
+                        raw_syscall = os.pread(task.syscall_fd, 256, 0)
                 except OSError as exc:
                     if exc.errno in (errno.ESRCH, errno.ENOENT):
                         files.pop(tid).close()
                         continue
                     raise
-                threads.append(ThreadStat(tid, comm, state, ticks, number, arg0, tag))
+                threads.append(_thread_stat(tid, task, raw_stat, raw_syscall, tag))
         return ThreadsSample(time.monotonic(), tuple(threads))
 
+    def ride_files(self) -> tuple[int, ...] | None:
+        """For the GIL loop, before each batch: the descriptors to pread, in the order
+        `ride_ticks` reads them back (each thread's stat, then its syscall file if open).
+        None when the target is gone or unreadable (the status says so)."""
+        try:
+            files = self._refresh_tasks(self.target.pid)
+        except FileNotFoundError:
+            self.set_status("gone", "the target process exited")
+            return None
+        except PermissionError as exc:
+            self._denied(exc)
+            return None
+        self._say_ok()
+        self._ride_tasks = list(files.items())
+        fds: list[int] = []
+        for _, task in self._ride_tasks:
+            fds.append(task.stat_fd)
+            if task.syscall_fd is not None:
+                fds.append(task.syscall_fd)
+        return tuple(fds)
+
+    def ride_ticks(self, ticks: list[tuple[float, tuple[bytes | int, ...]]]) -> None:
+        """After each batch: one sample per tick the GIL loop read, from its bytes (an int
+        is the errno of a read; a thread that exited since the listing is left out)."""
+        gone: set[int] = set()
+        for t, reads in ticks:
+            threads = []
+            at = 0
+            for tid, task in self._ride_tasks:
+                raw_stat = reads[at]
+                raw_syscall = reads[at + 1] if task.syscall_fd is not None else None
+                at += 1 if raw_syscall is None else 2
+                if not isinstance(raw_stat, bytes) or not raw_stat:
+                    gone.add(tid)  # ESRCH/ENOENT, or an empty read: the thread exited
+                    continue
+                syscall = raw_syscall if isinstance(raw_syscall, bytes) else None
+                threads.append(_thread_stat(tid, task, raw_stat, syscall, None))
+            self.emit(ThreadsSample(t, tuple(threads)))
+        files = self._files.get(self.target.pid, {})
+        for tid in gone:
+            if tid in files:
+                files.pop(tid).close()
+
+    def ride_period(self, scale: float) -> float:
+        """Seconds between the GIL loop's reads of the files: `sample_loop`'s rate."""
+        count = len(self._ride_tasks)
+        return 1.0 / max(min(self.max_hz, rate_for(count)) * scale, SHED_MIN_HZ)
+
+    def _denied(self, exc: OSError) -> None:
+        self.set_status(
+            "denied",
+            f"cannot read /proc/{self.target.pid}/task ({exc.strerror})",
+            "run as the target's user or root",
+        )
+
+    def _say_ok(self) -> None:
+        if self._syscall_denied:
+            self.set_status(
+                "degraded",
+                "syscalls unreadable (/proc/PID/task/TID/syscall needs ptrace access)",
+                "run as root or grant CAP_SYS_PTRACE",
+            )
+        else:
+            self.set_status("ok", self._ride_note)
+
+    @property
+    def _ride_note(self) -> str | None:
+        riding = self.ride.wanted and self.ride.answered and self.ride.error is None
+        return "read on the GIL loop's wake-ups" if riding else None
+
     def sample_loop(self) -> None:
+        if self.ride.wait(self, "read on the GIL loop's wake-ups"):
+            return  # the GIL loop owned the files, and closes them
+        self.ride.wanted = False  # sampling on our own from here
         try:
             while not self.stopping:
                 started = time.monotonic()
@@ -160,20 +237,9 @@ class ThreadsProbe(Probe):
                     self.set_status("gone", "the target process exited")
                     return
                 except PermissionError as exc:
-                    self.set_status(
-                        "denied",
-                        f"cannot read /proc/{self.target.pid}/task ({exc.strerror})",
-                        "run as the target's user or root",
-                    )
+                    self._denied(exc)
                     return
-                if self._syscall_denied:
-                    self.set_status(
-                        "degraded",
-                        "syscalls unreadable (/proc/PID/task/TID/syscall needs ptrace access)",
-                        "run as root or grant CAP_SYS_PTRACE",
-                    )
-                else:
-                    self.set_status("ok")
+                self._say_ok()
                 self.emit(sample)
                 rate = min(self.max_hz, rate_for(len(sample.threads))) * self.budget.scale
                 period = 1.0 / max(rate, SHED_MIN_HZ)
@@ -188,3 +254,18 @@ class ThreadsProbe(Probe):
             for task in files.values():
                 task.close()
         self._files.clear()
+
+
+def _thread_stat(
+    tid: int, task: _TaskFiles, raw_stat: bytes, raw_syscall: bytes | None, tag: int | None
+) -> ThreadStat:
+    """One thread's sample from its files' bytes; an unchanged file is not parsed again."""
+    if raw_stat != task.last_stat[0]:
+        task.last_stat = (raw_stat, parse_stat(raw_stat))
+    comm, state, ticks = task.last_stat[1]
+    number = arg0 = None
+    if raw_syscall is not None:
+        if raw_syscall != task.last_syscall[0]:
+            task.last_syscall = (raw_syscall, parse_syscall(raw_syscall))
+        number, arg0 = task.last_syscall[1]
+    return ThreadStat(tid, comm, state, ticks, number, arg0, tag)
