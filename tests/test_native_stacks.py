@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -19,6 +21,7 @@ import pytest
 
 from lifescope.probes import native_stacks
 from lifescope.probes.native_stacks import EMPTY, OK, NativeStacks, unpack_frames
+from tests.interpreters import DEBIAN_VERSIONS, python_for, root_of
 from tests.test_gil_reader import Target, spawn  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.skipif(
@@ -58,19 +61,25 @@ time.sleep(3600)
 
 
 def _pythons() -> list[object]:
-    """The dev venv's Python (3.11) and pyenv's 3.8-3.13 where present."""
+    """The dev venv's Python (3.11), pyenv's 3.8-3.13 where present, and Debian's 3.14 and
+    3.15 (chrooted; named by version, provisioned on first use)."""
     found: list[object] = [pytest.param(sys.executable, id=f"3.{sys.version_info.minor}")]
     root = os.environ.get("PYENV_ROOT", "/root/.pyenv")
     for minor in (8, 9, 10, 12, 13):
         exes = sorted(glob.glob(f"{root}/versions/3.{minor}.*/bin/python3.{minor}"))
         if exes and minor != sys.version_info.minor:
             found.append(pytest.param(exes[0], id=f"3.{minor}"))
+    found += [pytest.param(version, id=version) for version in DEBIAN_VERSIONS]
     return found
 
 
 def _start(spawn: Callable[..., Target], exe: str, flag: str) -> tuple[Target, int, int]:  # noqa: F811
     """The target and its spinner's and short thread's ids (printed on a line of their own
-    before READY: the READY line itself was seen split across reads under load)."""
+    before READY: the READY line itself was seen split across reads under load). A Debian
+    version runs chrooted: it sees `flag` at the same path under its root."""
+    if exe in DEBIAN_VERSIONS:
+        flag = flag[len(str(root_of(exe))) :]
+        exe = python_for(exe)
     script = SCRIPT.replace("sys.argv[-1]", repr(flag))
     target = spawn(exe, script)
     line = next(x for x in target.before_ready.splitlines() if x.startswith(b"TIDS"))
@@ -94,8 +103,13 @@ def test_the_known_chain_is_read_and_an_exited_thread_disappears(
     spawn: Callable[..., Target],  # noqa: F811
     exe: str,
     tmp_path: object,
+    request: pytest.FixtureRequest,
 ) -> None:
     flag = os.path.join(str(tmp_path), "exit")
+    if exe in DEBIAN_VERSIONS:  # a flag the chrooted target can see
+        inside = tempfile.mkdtemp(dir=root_of(exe) / "tmp")
+        request.addfinalizer(lambda: shutil.rmtree(inside, ignore_errors=True))
+        flag = inside + "/exit"
     target, spinner, short = _start(spawn, exe, flag)
     stacks = NativeStacks(target.pid)
 

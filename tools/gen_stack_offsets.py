@@ -11,6 +11,14 @@ the interpreter's own internal headers, like ``gen_offsets.py``; nothing typed i
 3.8-3.10 keep heap ``PyFrameObject``s instead (``tstate->frame``, ``f_back``, an int
 ``f_lasti``): ``instr_is_lasti`` tells the walker which.
 
+3.14 and 3.15 come from Debian's builds, which ship no headers: their entries were read off
+the ``_Py_DebugOffsets`` block each interpreter publishes at the start of ``_PyRuntime``
+(``thread_state.current_frame``, ``interpreter_frame.previous/executable/instr_ptr/owner``;
+shim frames are owned by ``FRAME_OWNED_BY_INTERPRETER`` = 3, and 3.14 adds ``_CSTACK`` = 4,
+both skipped). They agree with the asyncio table's frame fields, generated separately, and
+``tests/test_native_stacks.py`` checks the walks against py-spy on both. This script keeps
+them when it rewrites the file.
+
 Usage::
 
     python tools/gen_stack_offsets.py                      # pyenv 3.8-3.13

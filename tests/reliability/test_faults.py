@@ -123,7 +123,7 @@ def test_an_upgraded_or_low_mapping_interpreter_is_not_an_exec(python_target, tm
 @pytest.mark.parametrize("walker", [True, False])
 def test_missing_pyspy_disables_stacks_only(python_target, monkeypatch, walker: bool) -> None:  # type: ignore[no-untyped-def]
     """Without py-spy the dump probe cannot run; stacks still come from our own walker on a
-    single 3.8-3.13 process, and are unavailable, with the remedy, where py-spy takes them."""
+    single 3.8-3.15 process, and are unavailable, with the remedy, where py-spy takes them."""
     monkeypatch.setenv("LIFESCOPE_PYSPY", "/nonexistent/py-spy")
     if not walker:
         monkeypatch.setenv("LIFESCOPE_NATIVE_STACKS", "0")

@@ -75,7 +75,8 @@ static uint64_t get_u64(const unsigned char *buf, Py_ssize_t off) {
  * thread state its next pointer, native thread id and current frame (3.11/3.12 through
  * tstate->cframe->current_frame, 3.13 tstate->current_frame), then frame->previous until NULL.
  * Per frame we keep (code address, code-unit index of its instruction pointer); 3.12+ C-stack
- * shim frames (owner == owner_cstack) are skipped. Frames are read a page at a time: a frame's
+ * shim frames (owner >= owner_cstack: 3.14 numbers FRAME_OWNED_BY_INTERPRETER 3 and _CSTACK 4,
+ * 3.12/3.13 _CSTACK 3) are skipped; 3.14+ tags the low bits of f_executable, masked off. Frames are read a page at a time: a frame's
  * callers usually sit just below it in the same data-stack chunk, so one read serves several.
  *
  * The target runs on while we read, so every pointer is checked (non-null, aligned, user
@@ -99,19 +100,22 @@ struct walk_layout {
     int max_depth, max_threads;
     int instr_is_lasti; /* 3.8-3.10: f_instr is an int f_lasti, not a pointer into the code */
     int batched;        /* read level by level, all threads per system call (walk_batched) */
+    uint64_t code_tags; /* 3.14+: f_executable is a tagged _PyStackRef; these low bits are tags */
 };
 
 static int parse_walk_layout(PyObject *obj, struct walk_layout *w) {
     PyObject *path;
     unsigned long long head;
+    unsigned long long tags = 0;
     w->instr_is_lasti = 0;
     w->batched = 0;
-    if (!PyArg_ParseTuple(obj, "KnnOnnnnnnii|ii", &head, &w->ts_next, &w->ts_tid, &path,
+    if (!PyArg_ParseTuple(obj, "KnnOnnnnnnii|iiK", &head, &w->ts_next, &w->ts_tid, &path,
                           &w->f_code, &w->f_prev, &w->f_instr, &w->f_owner, &w->owner_cstack,
                           &w->code_units, &w->max_depth, &w->max_threads, &w->instr_is_lasti,
-                          &w->batched)) {
+                          &w->batched, &tags)) {
         return -1;
     }
+    w->code_tags = tags;
     w->threads_head = head;
     w->ts_frame[1] = 0;
     if (!PyArg_ParseTuple(path, "n|n", &w->ts_frame[0], &w->ts_frame[1])) return -1;
@@ -249,11 +253,11 @@ static int walk_stacks(int pid, const struct walk_layout *w, struct words *o, do
                 status = ST_TORN;
                 break;
             }
-            uint64_t code = get_u64(f, w->f_code);
+            uint64_t code = get_u64(f, w->f_code) & ~w->code_tags;
             uint64_t instr = get_u64(f, w->f_instr);
             uint64_t prev = get_u64(f, w->f_prev);
             int owner = f[w->f_owner];
-            if (w->owner_cstack >= 0 && owner == w->owner_cstack) {
+            if (w->owner_cstack >= 0 && owner >= w->owner_cstack) {
                 frame = prev; /* the eval loop's entry shim: not Python code */
                 continue;
             }
@@ -546,9 +550,9 @@ static int walk_batched(int pid, const struct walk_layout *w, struct words *o, d
                 }
                 seen[ws->walked[i]++] = f;
                 const unsigned char *fb = b->buf + (f - b->lo);
-                uint64_t code = get_u64(fb, w->f_code);
+                uint64_t code = get_u64(fb, w->f_code) & ~w->code_tags;
                 uint64_t prev = get_u64(fb, w->f_prev);
-                if (w->owner_cstack >= 0 && fb[w->f_owner] == w->owner_cstack) {
+                if (w->owner_cstack >= 0 && fb[w->f_owner] >= w->owner_cstack) {
                     ws->frame[i] = prev;
                     continue;
                 }
@@ -647,7 +651,7 @@ PyDoc_STRVAR(stack_loop_doc,
 "Walk every thread's frames on an absolute CLOCK_MONOTONIC schedule (`period` seconds)\n"
 "until `until`, the GIL released. layout = (threads_head_address, ts_next, ts_tid,\n"
 "(ts_frame[, cframe_current_frame]), f_code, f_previous, f_instr, f_owner, owner_cstack,\n"
-"code_units_offset, max_depth, max_threads[, instr_is_lasti]). samples: [(t, ((tid, status, frames), ...))],\n"
+"code_units_offset, max_depth, max_threads[, instr_is_lasti[, batched[, code_tags]]]). samples: [(t, ((tid, status, frames), ...))],\n"
 "status 0 ok, 1 torn (frames dropped), 2 deeper than max_depth (cut), 3 no Python frame;\n"
 "frames: bytes of (code address, code-unit index) pairs, little-endian u64, innermost first\n"
 "(3.8-3.10: the index is f_lasti as the frame stores it: bytes on 3.8/3.9, units on 3.10).\n"

@@ -69,7 +69,7 @@ NATIVE_STACKS = os.environ.get("LIFESCOPE_NATIVE_STACKS", "1") != "0"
 """The stacks probe's windows come from the native walker riding this loop's wake-ups
 (``native_stacks.py``): a walk costs ~40 µs where a py-spy sample costs ~500 µs and its own
 process (issue 17). ``LIFESCOPE_NATIVE_STACKS=0`` goes back to py-spy, which is also what
-runs wherever the walker cannot (no compiled loop, 3.14+, pre-fork workers)."""
+runs wherever the walker cannot (no compiled loop, pre-fork workers)."""
 STACK_WINDOW_S = 1.0
 
 
