@@ -27,6 +27,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ("bench_remote.py", "remote.json"),
         ("bench_record_cost.py", "record_cost_quick.json"),
         ("bench_breakdown.py", "breakdown_quick.json"),
+        ("bench_wakeup_floor.py", "wakeup_floor_quick.json"),
     ],
 )
 def test_quick_benchmark_runs(script: str, result: str) -> None:
