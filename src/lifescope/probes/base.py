@@ -115,6 +115,11 @@ class Ride:
     def end(self) -> None:
         self._ended.set()
 
+    @property
+    def riding(self) -> bool:
+        """Wanted, accepted and not ended: the GIL loop owns the probe's sampling state."""
+        return self.wanted and self.answered and self.error is None and not self._ended.is_set()
+
     def wait(self, probe: Probe, note: str) -> bool:
         """Sit out the ride in `probe`'s thread. True: it lasted until the probe was stopped;
         False: sample on your own (not wanted, refused, unanswered after 10 s, or ended)."""

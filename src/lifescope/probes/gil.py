@@ -148,9 +148,8 @@ class GilProbe(Probe):
                 reader.close()
         finally:
             said = self._status[1] if self._status is not None else None
-            threads = self.threads
-            if threads is not None and threads.ride.answered and threads.ride.error is None:
-                threads.close()  # its files were this loop's to read, and to close
+            if self.threads is not None and self.threads.ride.riding:
+                self.threads.close()  # its files were this loop's to read, and to close
             for ride in self._riders():
                 if not ride.answered:
                     # The loop never rode: the probe samples on its own, at once.
@@ -218,9 +217,7 @@ class GilProbe(Probe):
         next_emit = now + EMIT_EVERY_S
         while not self.stopping:
             if threads is not None:
-                pace.files = threads.ride_files()
-                if pace.files is None:  # the target is gone: its status says so
-                    threads = None
+                threads = self._threads_step(threads, pace, before=True)
             try:
                 batch(pace, next_emit, reader.known_holders())
                 # Reads whose bytes changed, in order; between them every read was the same.
@@ -242,7 +239,7 @@ class GilProbe(Probe):
             finally:
                 pace.changes.clear()
             if threads is not None and pace.file_ticks:
-                threads = self._threads_from(threads, pace)
+                threads = self._threads_step(threads, pace, before=False)
             now = pace.previous
             if now >= next_emit:
                 reads, late = pace.reads, pace.late
@@ -310,10 +307,14 @@ class GilProbe(Probe):
                         realtime = _realtime()
                     self.emit(info(now, 1.0 / fast, realtime))
 
-    def _threads_from(self, threads: ThreadsProbe, pace: Pace) -> ThreadsProbe | None:
-        """The threads probe's samples from this batch's file reads; on a bug there, that
-        probe goes on in its own loop and this one keeps reading the GIL."""
+    def _threads_step(self, threads: ThreadsProbe, pace: Pace, before: bool) -> ThreadsProbe | None:
+        """Before a batch, the threads probe's descriptors to read (None: its target is gone
+        or unreadable, which its status says); after, its samples from the reads. On a bug
+        there that probe goes on in its own loop, and this one keeps reading the GIL."""
         try:
+            if before:
+                pace.files = threads.ride_files()
+                return threads if pace.files is not None else None
             threads.ride_ticks(pace.file_ticks)
         except Exception as exc:
             threads.errors += 1
@@ -322,7 +323,8 @@ class GilProbe(Probe):
             threads.ride.end()
             return None
         finally:
-            pace.file_ticks.clear()
+            if not before:
+                pace.file_ticks.clear()
         return threads
 
 

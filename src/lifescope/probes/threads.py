@@ -221,8 +221,7 @@ class ThreadsProbe(Probe):
 
     @property
     def _ride_note(self) -> str | None:
-        riding = self.ride.wanted and self.ride.answered and self.ride.error is None
-        return "read on the GIL loop's wake-ups" if riding else None
+        return "read on the GIL loop's wake-ups" if self.ride.riding else None
 
     def sample_loop(self) -> None:
         if self.ride.wait(self, "read on the GIL loop's wake-ups"):
