@@ -591,8 +591,10 @@ class DumpProbe(Probe):
 
     A fallback: while the probes in `covered_by` (the GIL reader, the stacks windows) are
     healthy they already give all a dump would, so it stands by — it cost ~2.5 % of a core
-    at 2 Hz, an eighth of the collector's idle CPU. It does run at attach, before the first
-    stacks window arrives, so the thread pane has frames within a fraction of a second.
+    at 2 Hz, an eighth of the collector's idle CPU. It always runs once at attach, before the
+    first stacks window arrives (a second later), so the thread pane has frames within a
+    fraction of a second. That used to hang on a race: the other probes reported "ok" only
+    after ~60 ms of ELF parsing, and once that got fast the first dump was skipped.
     """
 
     probe_name = "dump"
@@ -625,13 +627,15 @@ class DumpProbe(Probe):
             )
             return
         failures = 0
+        first = True
         while not self.stopping:
-            if self._covered():
+            if not first and self._covered():
                 names = " and ".join(p.probe_name for p in self.covered_by)
                 self.set_status("standby", f"not needed while {names} are ok")
                 if not self.sleep(1.0):
                     return
                 continue
+            first = False
             started = time.monotonic()
             argv = [binary, "dump", "--json", "--nonblocking", "--pid", str(self.target.pid)]
             try:
