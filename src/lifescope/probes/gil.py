@@ -210,9 +210,7 @@ class GilProbe(Probe):
         walker, batch = self._ride(reader)
         if walker is not None and self.stacks is not None:
             pace.stack_period = 1.0 / self.stacks.walk_rate(self.budget.scale)
-        threads = self.threads
-        if threads is not None and threads.ride.error is not None:
-            threads = None
+        threads = self.threads if self.threads is not None and self.threads.ride.riding else None
         stacks_start = now
         next_emit = now + EMIT_EVERY_S
         while not self.stopping:
